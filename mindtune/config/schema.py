@@ -1,0 +1,240 @@
+"""The experiment schema: one dataclass per yaml section; every key, its type, default and allowed range.
+
+Validation is driven by the dataclass fields: `choices=` and `min=`/`max=` in a field's metadata bound it.
+Every error names the dotted key, the value and the file the value came from.
+"""
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from mindtune.errors import ConfigError
+
+
+def opt(default, *, choices=None, min=None, max=None, doc=""):  # noqa: A002 - mirrors the yaml vocabulary
+    """A dataclass field with validation metadata."""
+    meta = {"choices": choices, "min": min, "max": max, "doc": doc}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+PEFT_METHODS = ("none", "lora", "prefix", "ptuning", "ptuning_v2", "prompt", "adapter", "bitfit")
+
+
+@dataclass
+class ModelConfig:
+    """`model:` what to train.
+
+    path: a model directory (from `mindtune convert` or a run's `model/`), or a preset name
+        (tiny, smollm2-135m, llama2-7b, llama2-13b, llama2-70b, qwen2.5-7b) for random initialisation.
+    spec: overrides of the architecture numbers (num_layers, hidden_size, ...) on top of the preset or directory.
+    tokenizer: a tokenizer.json or sentencepiece .model; defaults to the one inside the model directory
+        (the `tiny` preset uses the shipped demo tokenizer).
+    chat_template: a Jinja chat template that replaces the model's own.
+    """
+    path: str = opt("tiny")
+    spec: dict = opt({})
+    tokenizer: Optional[str] = opt(None)
+    chat_template: Optional[str] = opt(None)
+
+
+@dataclass
+class DataConfig:
+    """`data:` the training rows and how they become token sequences.
+
+    train / eval: JSON Lines (or JSON array) files; eval is optional.
+    max_length: tokens per sequence after the chat template.
+    truncation: keep_response (cut the prompt from its start first), right (cut the end), drop (skip long rows).
+    train_on_prompt: put labels on prompt tokens too (default: loss on response tokens only).
+    packing: several samples per sequence; not supported by the legacy MindFormers Llama on CPU (see README).
+    eval_rows: at most this many rows of the eval file are used (0 = all).
+    """
+    train: Optional[str] = opt(None)
+    eval: Optional[str] = opt(None)
+    max_length: int = opt(512, min=8, max=131072)
+    truncation: str = opt("keep_response", choices=("keep_response", "right", "drop"))
+    train_on_prompt: bool = opt(False)
+    packing: bool = opt(False)
+    eval_rows: int = opt(0, min=0)
+
+
+@dataclass
+class TrainConfig:
+    """`train:` the optimisation loop shared by every stage.
+
+    batch_size: sequences per device per micro-step. grad_accum: micro-steps per optimizer step.
+    max_steps: optimizer steps. lr, schedule (cosine|linear|constant), warmup_steps, min_lr_ratio.
+    weight_decay, adam_beta1, adam_beta2, adam_eps: AdamW. max_grad_norm: global-norm clip (0 disables).
+    precision: auto (fp32 on cpu, bf16 on 910b, fp16 on 910a) | fp32 | fp16 | bf16.
+    loss_scale: initial dynamic loss scale for fp16; loss_scale_window: good steps before it doubles.
+    log_every, eval_every, save_every: in optimizer steps (0: only at the end).
+    save_total_limit: checkpoints kept. resume: auto (continue the latest checkpoint in output_dir) | never
+        (refuse a non-empty output_dir).
+    graph_mode: compile with MindSpore graph mode (20-30x faster than PyNative on CPU).
+    """
+    batch_size: int = opt(4, min=1)
+    grad_accum: int = opt(1, min=1)
+    max_steps: int = opt(100, min=1)
+    lr: float = opt(2e-4, min=0.0)
+    schedule: str = opt("cosine", choices=("cosine", "linear", "constant"))
+    warmup_steps: int = opt(0, min=0)
+    min_lr_ratio: float = opt(0.0, min=0.0, max=1.0)
+    weight_decay: float = opt(0.0, min=0.0)
+    adam_beta1: float = opt(0.9, min=0.0, max=1.0)
+    adam_beta2: float = opt(0.999, min=0.0, max=1.0)
+    adam_eps: float = opt(1e-8, min=0.0)
+    max_grad_norm: float = opt(1.0, min=0.0)
+    precision: str = opt("auto", choices=("auto", "fp32", "fp16", "bf16"))
+    loss_scale: float = opt(65536.0, min=1.0)
+    loss_scale_window: int = opt(1000, min=1)
+    log_every: int = opt(1, min=1)
+    eval_every: int = opt(0, min=0)
+    save_every: int = opt(0, min=0)
+    save_total_limit: int = opt(2, min=1)
+    resume: str = opt("auto", choices=("auto", "never"))
+    graph_mode: bool = opt(True)
+
+
+@dataclass
+class PeftConfig:
+    """`peft:` parameter-efficient fine-tuning.
+
+    method: none | lora | prefix | ptuning | ptuning_v2 | prompt | adapter | bitfit.
+    rank, alpha, dropout, rslora (scale alpha/sqrt(rank) instead of alpha/rank), target_modules
+        (regular expressions matched against MindFormers parameter paths, e.g. `wq`, `attention\\.w[qkvo]`).
+    num_virtual_tokens: prompt/prefix length for prefix, ptuning, ptuning_v2 and prompt.
+    """
+    method: str = opt("none", choices=PEFT_METHODS)
+    rank: int = opt(8, min=1)
+    alpha: float = opt(16.0, min=0.0)
+    dropout: float = opt(0.0, min=0.0, max=1.0)
+    rslora: bool = opt(False)
+    target_modules: List[str] = opt(["wq", "wk", "wv", "wo"])
+    num_virtual_tokens: int = opt(16, min=1)
+
+
+@dataclass
+class ParallelConfig:
+    """`parallel:` semi-auto parallel strategy (see `mindtune plan`). All 1 means a single device.
+
+    data_parallel, model_parallel (tensor), pipeline_stage, micro_batch_num (>= pipeline_stage when it is > 1),
+    context_parallel, use_seq_parallel, optimizer_shard, recompute (none|selective|full), vocab_emb_dp.
+    """
+    data_parallel: int = opt(1, min=1)
+    model_parallel: int = opt(1, min=1)
+    pipeline_stage: int = opt(1, min=1)
+    context_parallel: int = opt(1, min=1)
+    micro_batch_num: int = opt(1, min=1)
+    use_seq_parallel: bool = opt(False)
+    optimizer_shard: bool = opt(False)
+    recompute: str = opt("none", choices=("none", "selective", "full"))
+    vocab_emb_dp: bool = opt(True)
+
+    @property
+    def device_num(self) -> int:
+        return self.data_parallel * self.model_parallel * self.pipeline_stage * self.context_parallel
+
+
+@dataclass
+class ExperimentConfig:
+    """A whole experiment: `mindtune train CONFIG.yaml` runs the stage it names."""
+    stage: str = opt("sft", choices=("sft", "rm", "ppo", "dpo"))
+    seed: int = opt(42, min=0)
+    output_dir: str = opt("runs/default")
+    device: str = opt("cpu", choices=("cpu", "ascend"))
+    hardware: str = opt("auto", choices=("auto", "cpu", "910a", "910b"))
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    peft: PeftConfig = field(default_factory=PeftConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _type_name(tp) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+            dict: "a mapping", list: "a list"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _coerce(value, tp, where: str):
+    """Check `value` against the annotation `tp`; returns the value converted where yaml is lenient."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], where)
+    if origin in (list, List):
+        (item_tp,) = typing.get_args(tp) or (object,)
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # yaml reads `1e-4` (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+    elif tp is dict:
+        if isinstance(value, dict):
+            return value
+    elif tp is object:
+        return value
+    raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+
+
+def build(cls, data, sources: dict, prefix: str = ""):
+    """Instantiate dataclass `cls` from a mapping, checking every key; `sources` maps dotted keys to files."""
+    def where(key):
+        dotted = f"{prefix}{key}"
+        origin = sources.get(dotted) or next((v for k, v in sources.items() if k.startswith(dotted + ".")), None)
+        return f"{dotted} (in {origin})" if origin else dotted
+
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where(prefix.rstrip('.')) if prefix else 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in known:
+            close = [k for k in known if k.startswith(str(key)[:3])]
+            hint = f"; did you mean {close[0]}?" if close else f"; known keys: {', '.join(known)}"
+            raise ConfigError(f"unknown config key {where(key)}{hint}")
+    values = {}
+    for name, f in known.items():
+        if name not in data:
+            continue
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            values[name] = build(tp, data[name] if data[name] is not None else {}, sources, f"{prefix}{name}.")
+            continue
+        value = _coerce(data[name], tp, f"{where(name)}")
+        meta = f.metadata
+        if value is not None:
+            if meta.get("choices") and value not in meta["choices"]:
+                raise ConfigError(f"{where(name)}: {value!r} is not one of {', '.join(map(str, meta['choices']))}")
+            if meta.get("min") is not None and value < meta["min"]:
+                raise ConfigError(f"{where(name)}: {value!r} is below the minimum {meta['min']}")
+            if meta.get("max") is not None and value > meta["max"]:
+                raise ConfigError(f"{where(name)}: {value!r} is above the maximum {meta['max']}")
+        values[name] = value
+    return cls(**values)

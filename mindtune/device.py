@@ -1,0 +1,70 @@
+"""Device profiles: what `device:` / `hardware:` / `train.precision` mean for MindSpore and MindFormers.
+
+The same code runs on CPU and Ascend; only this profile differs. CPU turns off the Ascend-only kernels
+(flash attention, fused RMSNorm, bf16) and uses the rope-slice path; Ascend turns them back on.
+"""
+import os
+from dataclasses import dataclass
+
+from mindtune.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    name: str               # cpu | 910a | 910b
+    device_target: str      # MindSpore device target
+    compute_dtype: str      # float32 | float16 | bfloat16
+    use_flash_attention: bool
+    fused_rms_norm: bool
+    use_rope_slice: bool
+
+    @property
+    def is_cpu(self) -> bool:
+        return self.device_target == "CPU"
+
+    @property
+    def needs_loss_scale(self) -> bool:
+        return self.compute_dtype == "float16"
+
+
+_PRECISION = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def resolve_profile(device: str = "cpu", hardware: str = "auto", precision: str = "auto") -> DeviceProfile:
+    """Combine the config's device, hardware and precision keys into one profile, refusing impossible pairs."""
+    if device == "cpu":
+        if hardware not in ("auto", "cpu"):
+            raise ConfigError(f"hardware: {hardware!r} needs device: ascend (device is cpu)")
+        if precision == "bf16":
+            raise ConfigError("train.precision: bf16 has no CPU kernels in MindSpore 2.9; use fp32 or fp16")
+        dtype = _PRECISION.get(precision, "float32")
+        return DeviceProfile("cpu", "CPU", dtype, use_flash_attention=False, fused_rms_norm=False,
+                             use_rope_slice=True)
+    hardware = "910b" if hardware in ("auto", "cpu") else hardware
+    if hardware == "910a" and precision == "bf16":
+        raise ConfigError("train.precision: the Ascend 910A has no bf16 units; use fp16")
+    default = "float16" if hardware == "910a" else "bfloat16"
+    dtype = _PRECISION.get(precision, default)
+    return DeviceProfile(hardware, "Ascend", dtype, use_flash_attention=True, fused_rms_norm=True,
+                         use_rope_slice=False)
+
+
+_context_done = {}
+
+
+def setup_context(profile: DeviceProfile, graph_mode: bool = True, seed: int = 0):
+    """Set the MindSpore context once per process (it cannot change device afterwards)."""
+    import mindspore as ms
+
+    from mindtune import shims
+
+    key = (profile.device_target, graph_mode)
+    if _context_done.get("key") not in (None, key):
+        # Switching graph/pynative is allowed; switching device target is not.
+        if _context_done["key"][0] != profile.device_target:
+            raise ConfigError("the device cannot change inside one process")
+    os.environ.setdefault("GLOG_v", "3")
+    ms.set_context(mode=ms.GRAPH_MODE if graph_mode else ms.PYNATIVE_MODE, device_target=profile.device_target)
+    ms.set_seed(seed)
+    shims.apply(profile)
+    _context_done["key"] = key
