@@ -1,0 +1,165 @@
+"""A Llama decoder with a static key/value cache, written with MindSpore ops, for generation on CPU and Ascend.
+
+MindFormers' own cache path (`use_past=True`) fails on CPU in ApplyRotaryPosEmb, so generation runs on this
+cell instead. It reads the same weights dict (MindFormers parameter names) as the training network, so a
+fine-tuned or LoRA-merged model generates without conversion.
+
+One cell serves prefill and decode: `step` writes S new tokens into cache slots and attends over the whole
+cache with a mask built on the host. S = prompt block length for prefill and 1 for decode, so MindSpore
+compiles two graphs and reuses them. The host owns everything that varies per row (left padding, rotary
+positions, prefix slots), which keeps the graph free of dynamic shapes.
+"""
+import numpy as np
+
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn, ops
+
+from mindtune.errors import CheckpointError
+
+
+def fused_weights(spec, weights: dict, dtype=np.float32) -> dict:
+    """The decoder's parameters from MindFormers-named weights: q/k/v and gate/up fused into one matrix each
+    (fewer, larger matmuls), matrices pre-transposed to [in, out]."""
+    def get(name):
+        if name not in weights:
+            raise CheckpointError(f"generation weights: missing tensor {name!r}")
+        return np.asarray(weights[name], np.float32)
+
+    out = {}
+    emb = get("model.tok_embeddings.embedding_weight")
+    head = emb if spec.tie_word_embeddings else get("lm_head.weight")
+    out["lm_head"] = np.ascontiguousarray(head.T)
+    out["norm_out"] = get("model.norm_out.weight")
+    for i in range(spec.num_layers):
+        p = f"model.layers.{i}."
+        qkv = np.concatenate([get(p + f"attention.{n}.weight") for n in ("wq", "wk", "wv")], axis=0)
+        out[f"l{i}.qkv"] = np.ascontiguousarray(qkv.T)
+        if spec.qkv_bias:
+            out[f"l{i}.qkv_bias"] = np.concatenate([get(p + f"attention.{n}.bias") for n in ("wq", "wk", "wv")])
+        out[f"l{i}.wo"] = np.ascontiguousarray(get(p + "attention.wo.weight").T)
+        gate_up = np.concatenate([get(p + "feed_forward.w1.weight"), get(p + "feed_forward.w3.weight")], axis=0)
+        out[f"l{i}.gate_up"] = np.ascontiguousarray(gate_up.T)
+        out[f"l{i}.down"] = np.ascontiguousarray(get(p + "feed_forward.w2.weight").T)
+        out[f"l{i}.attn_norm"] = get(p + "attention_norm.weight")
+        out[f"l{i}.ffn_norm"] = get(p + "ffn_norm.weight")
+    return {k: v.astype(dtype) if v.ndim == 2 else v for k, v in out.items()}
+
+
+class RMSNorm(nn.Cell):
+    def __init__(self, weight, eps):
+        super().__init__()
+        self.weight = weight
+        self.eps = eps
+
+    def construct(self, x):
+        xf = x.astype(ms.float32)
+        xf = xf * ops.rsqrt(ops.mean(xf * xf, -1, keep_dims=True) + self.eps)
+        return (xf * self.weight).astype(x.dtype)
+
+
+class DecoderLayer(nn.Cell):
+    def __init__(self, spec, params, index, batch, max_len, dtype):
+        super().__init__()
+        self.nq, self.nkv, self.hd = spec.num_heads, spec.num_kv_heads, spec.head_dim
+        self.group = self.nq // self.nkv
+        self.ffn = spec.intermediate_size
+        self.scale = 1.0 / float(np.sqrt(self.hd))
+        g = params
+        self.qkv = g[f"l{index}.qkv"]
+        self.qkv_bias = g.get(f"l{index}.qkv_bias")
+        self.wo = g[f"l{index}.wo"]
+        self.gate_up = g[f"l{index}.gate_up"]
+        self.down = g[f"l{index}.down"]
+        self.attn_norm = RMSNorm(g[f"l{index}.attn_norm"], spec.rms_norm_eps)
+        self.ffn_norm = RMSNorm(g[f"l{index}.ffn_norm"], spec.rms_norm_eps)
+        shape = (batch, self.nkv, max_len, self.hd)
+        self.k_cache = Parameter(Tensor(np.zeros(shape), dtype), name=f"k_cache{index}", requires_grad=False)
+        self.v_cache = Parameter(Tensor(np.zeros(shape), dtype), name=f"v_cache{index}", requires_grad=False)
+        self.scatter = ops.ScatterNdUpdate()
+        self.matmul = ops.MatMul()
+        self.dtype = dtype
+
+    def rotate(self, x, cos, sin):
+        half = self.hd // 2
+        rotated = ops.concat((-x[..., half:], x[..., :half]), -1)
+        return x * cos + rotated * sin
+
+    def construct(self, x, cos, sin, mask, slots):
+        """x: [B*S, hidden] (2-D, so every projection is one plain matmul, no broadcast weight copies)."""
+        b, _, s, _ = cos.shape
+        h = self.attn_norm(x)
+        qkv = self.matmul(h, self.qkv)
+        if self.qkv_bias is not None:
+            qkv = qkv + self.qkv_bias
+        nq, nkv, hd = self.nq, self.nkv, self.hd
+        q = qkv[..., :nq * hd].reshape(b, s, nq, hd).transpose(0, 2, 1, 3)
+        k = qkv[..., nq * hd:(nq + nkv) * hd].reshape(b, s, nkv, hd).transpose(0, 2, 1, 3)
+        v = qkv[..., (nq + nkv) * hd:].reshape(b, s, nkv, hd).transpose(0, 2, 1, 3)
+        q = self.rotate(q, cos, sin)
+        k = self.rotate(k, cos, sin)
+        # write the new keys/values into their slots, then attend over the whole cache
+        k_all = ops.depend(self.k_cache, self.scatter(self.k_cache, slots, k))
+        v_all = ops.depend(self.v_cache, self.scatter(self.v_cache, slots, v))
+        # grouped-query attention without repeating kv: query heads of one group share a kv head
+        q = q.reshape(b, nkv, self.group * s, hd)
+        scores = ops.matmul(q, k_all.swapaxes(-1, -2)).astype(ms.float32) * self.scale
+        scores = scores.reshape(b, nkv, self.group, s, -1) + mask
+        probs = ops.softmax(scores, -1).astype(self.dtype).reshape(b, nkv, self.group * s, -1)
+        attn = ops.matmul(probs, v_all).reshape(b, nq, s, hd).transpose(0, 2, 1, 3).reshape(b * s, nq * hd)
+        x = x + self.matmul(attn, self.wo)
+        h = self.ffn_norm(x)
+        gate_up = self.matmul(h, self.gate_up)
+        gate, up = gate_up[:, :self.ffn], gate_up[:, self.ffn:]
+        return x + self.matmul(ops.silu(gate) * up, self.down)
+
+
+class CachedDecoder(nn.Cell):
+    """logits_last = decoder(x, cos, sin, mask, slots)
+
+    x: [B, S, hidden] input embeddings of the S new tokens (looked up on the host);
+    cos, sin: [B, 1, S, head_dim] rotary tables at each new token's position;
+    mask: [B, 1, 1, S, max_len] additive (0 where a new token may attend to a cache slot, -1e9 elsewhere);
+    slots: int32 [B, kv_heads, S, 3] cache indices (b, head, slot) the new keys/values are written to.
+    Returns float32 logits of the last new token, [B, vocab].
+    """
+
+    def __init__(self, spec, weights: dict, batch: int, max_len: int, dtype=ms.float32):
+        super().__init__()
+        np_dtype = np.float16 if dtype == ms.float16 else np.float32
+        arrays = fused_weights(spec, weights, np_dtype)
+        self.params = {k: Parameter(Tensor(v, dtype if v.ndim == 2 else ms.float32), name=k, requires_grad=False)
+                       for k, v in arrays.items()}
+        self.layers = nn.CellList([DecoderLayer(spec, self.params, i, batch, max_len, dtype)
+                                   for i in range(spec.num_layers)])
+        self.norm = RMSNorm(self.params["norm_out"], spec.rms_norm_eps)
+        self.lm_head = self.params["lm_head"]
+        self.dtype = dtype
+        self.matmul = ops.MatMul()
+
+    def construct(self, x, cos, sin, mask, slots):
+        b, s, hidden = x.shape
+        x = x.astype(self.dtype).reshape(b * s, hidden)
+        cos, sin = cos.astype(self.dtype), sin.astype(self.dtype)
+        for layer in self.layers:
+            x = layer(x, cos, sin, mask, slots)
+        h = self.norm(x.reshape(b, s, hidden)[:, -1, :])
+        return self.matmul(h, self.lm_head).astype(ms.float32)
+
+    def set_weights(self, spec, weights: dict):
+        """Replace the weights in place (same shapes): no recompilation."""
+        for name, array in fused_weights(spec, weights).items():
+            param = self.params[name]
+            if tuple(param.shape) != array.shape:
+                raise CheckpointError(f"generation weights: {name} has shape {array.shape}, expected {param.shape}")
+            param.set_data(Tensor(array, param.dtype))
+
+    def reset_cache(self, prefix=None):
+        """Zero the cache; `prefix` optionally gives per-layer (k, v) arrays [kv_heads, P, head_dim] that fill
+        the first P slots of every row (prefix tuning)."""
+        for i, layer in enumerate(self.layers):
+            for j, cache in enumerate((layer.k_cache, layer.v_cache)):
+                data = np.zeros(cache.shape, np.float32)
+                if prefix is not None:
+                    kv = np.asarray(prefix[i][j], np.float32)
+                    data[:, :, :kv.shape[1], :] = kv[None]
+                cache.set_data(Tensor(data, cache.dtype))

@@ -1,0 +1,183 @@
+"""Batched generation with a KV cache: `Generator(spec, weights).generate(prompt_ids, ...)`.
+
+This is what `mindtune generate` and PPO rollouts call. The device runs two compiled graphs of
+`CachedDecoder` (a prompt-block prefill and a one-token step); the host keeps per-row state (left padding,
+rotary positions, which cache slots are filled, finished rows) and samples the next token with numpy.
+`update_weights` swaps in new weights (e.g. after a PPO update, or LoRA merged into the base) without
+recompiling.
+"""
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from mindtune.errors import ConfigError
+from mindtune.generation.sampling import SamplingConfig, next_tokens
+
+MASKED = -1e9
+
+
+@dataclass
+class GenerationOutput:
+    """tokens: int64 [batch, max_new_tokens], each row's new tokens (its EOS included) then pad ids.
+    lengths: int64 [batch], how many of each row's tokens are real."""
+    tokens: np.ndarray
+    lengths: np.ndarray
+
+    def rows(self) -> List[List[int]]:
+        return [self.tokens[i, :n].tolist() for i, n in enumerate(self.lengths)]
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return max(multiple, -(-n // multiple) * multiple)
+
+
+def rotary_tables(positions: np.ndarray, head_dim: int, theta: float):
+    """cos, sin [..., head_dim] at integer `positions`, computed in float32 as MindFormers' FreqsMgr does, so the
+    cached decoder and the training network see identical positions."""
+    inv_freq = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim))
+    angles = positions.astype(np.float32)[..., None] * inv_freq.astype(np.float32)
+    angles = np.concatenate([angles, angles], axis=-1)
+    return np.cos(angles), np.sin(angles)
+
+
+class Generator:
+    """Generation for one model. Graphs are compiled lazily and kept while batch and length fit.
+
+    spec: the ModelSpec; weights: full weights by MindFormers name (merged adapters included);
+    profile: a DeviceProfile (float16 compute on Ascend 910A, float32 on CPU; bf16 falls back to float16
+    here since sampling needs fp32 logits anyway); batch_size: rows per device call (smaller requests
+    are padded, larger are split); len_multiple: prompt blocks and cache lengths are rounded up to it, so
+    few distinct shapes get compiled.
+    """
+
+    def __init__(self, spec, weights: dict, profile=None, batch_size: int = 8, len_multiple: int = 32):
+        self.spec = spec
+        self.weights = weights
+        self.profile = profile
+        self.batch_size = batch_size
+        self.len_multiple = len_multiple
+        self.embedding = np.asarray(weights["model.tok_embeddings.embedding_weight"], np.float32)
+        self._decoder = None
+        self._capacity = 0
+
+    # ---- weights -------------------------------------------------------------------------------------------
+    def update_weights(self, weights: dict):
+        """Use new weights (same architecture) for the next calls; compiled graphs are kept."""
+        self.weights = weights
+        self.embedding = np.asarray(weights["model.tok_embeddings.embedding_weight"], np.float32)
+        if self._decoder is not None:
+            self._decoder.set_weights(self.spec, weights)
+
+    def _decoder_for(self, length: int):
+        if self._decoder is None or length > self._capacity:
+            import mindspore as ms
+
+            from mindtune.generation.decoder import CachedDecoder
+
+            dtype = ms.float32
+            if self.profile is not None and self.profile.compute_dtype in ("float16", "bfloat16"):
+                dtype = ms.float16
+            self._capacity = _round_up(length, 128)
+            self._decoder = CachedDecoder(self.spec, self.weights, self.batch_size, self._capacity, dtype)
+            self._decoder.set_train(False)
+        return self._decoder
+
+    # ---- generation ----------------------------------------------------------------------------------------
+    def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int,
+                 sampling: SamplingConfig = SamplingConfig(), seed: int = 0,
+                 eos_ids: Optional[Sequence[int]] = None, soft_prompt: Optional[np.ndarray] = None,
+                 prefix_kv=None) -> GenerationOutput:
+        """Continue each prompt (a list of token ids) by up to `max_new_tokens` tokens, stopping a row at EOS.
+
+        soft_prompt: optional [n_virtual, hidden] embeddings placed before every prompt (prompt tuning).
+        prefix_kv: optional per-layer (key, value) arrays [kv_heads, n_prefix, head_dim] every token attends
+            to (prefix tuning / P-tuning v2).
+        """
+        sampling.check()
+        if max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be >= 1 (got {max_new_tokens})")
+        eos = {self.spec.eos_token_id} if eos_ids is None else {int(i) for i in eos_ids}
+        rng = np.random.default_rng(seed)
+        tokens, lengths = [], []
+        for start in range(0, len(prompts), self.batch_size):
+            out = self._generate_batch(list(prompts[start:start + self.batch_size]), max_new_tokens, sampling,
+                                       rng, eos, soft_prompt, prefix_kv)
+            tokens.append(out.tokens)
+            lengths.append(out.lengths)
+        if not tokens:
+            return GenerationOutput(np.zeros((0, max_new_tokens), np.int64), np.zeros(0, np.int64))
+        return GenerationOutput(np.concatenate(tokens), np.concatenate(lengths))
+
+    def _generate_batch(self, prompts, max_new_tokens, sampling, rng, eos, soft_prompt, prefix_kv):
+        import mindspore as ms
+
+        spec, rows, cap_rows = self.spec, len(prompts), self.batch_size
+        for i, p in enumerate(prompts):
+            if len(p) == 0 and soft_prompt is None:
+                raise ConfigError(f"prompt {i} is empty")
+            if len(p) and (min(p) < 0 or max(p) >= spec.vocab_size):
+                raise ConfigError(f"prompt {i} has a token id outside the vocabulary (size {spec.vocab_size})")
+        n_virtual = 0 if soft_prompt is None else len(soft_prompt)
+        n_prefix = 0 if prefix_kv is None else int(np.asarray(prefix_kv[0][0]).shape[1])
+        row_len = np.array([len(p) + n_virtual for p in prompts] + [1] * (cap_rows - rows))
+        block = _round_up(int(row_len.max()), self.len_multiple)
+        needed = n_prefix + block + max_new_tokens
+        if needed > spec.max_position + n_prefix:
+            raise ConfigError(f"prompt block {block} + {max_new_tokens} new tokens exceed the model's "
+                              f"{spec.max_position} positions")
+        decoder = self._decoder_for(needed)
+        length = self._capacity
+        decoder.reset_cache(prefix_kv)
+
+        # host state: prompt block left-padded at slots [n_prefix, n_prefix + block)
+        pad = block - row_len
+        hidden = spec.hidden_size
+        x = np.zeros((cap_rows, block, hidden), np.float32)
+        for b, p in enumerate(prompts):
+            row = self.embedding[np.asarray(p, np.int64)]
+            if n_virtual:
+                row = np.concatenate([np.asarray(soft_prompt, np.float32), row])
+            x[b, pad[b]:] = row
+        valid = np.zeros((cap_rows, length), bool)
+        valid[:, :n_prefix] = True
+        for b in range(cap_rows):
+            valid[b, n_prefix + pad[b]:n_prefix + block] = True
+        slots = np.arange(length)
+        positions = np.maximum(np.arange(block)[None, :] - pad[:, None], 0)     # [rows, block]
+
+        def step(inputs, first_slot, pos):
+            s = inputs.shape[1]
+            new_slots = first_slot + np.arange(s)
+            cos, sin = rotary_tables(pos, spec.head_dim, spec.rope_theta)        # [rows, s, hd]
+            allowed = valid[:, None, :] & (slots[None, None, :] <= new_slots[None, :, None])
+            mask = np.where(allowed, 0.0, MASKED).astype(np.float32)[:, None, None, :, :]
+            idx = np.zeros((cap_rows, spec.num_kv_heads, s, 3), np.int32)
+            idx[..., 0] = np.arange(cap_rows)[:, None, None]
+            idx[..., 1] = np.arange(spec.num_kv_heads)[None, :, None]
+            idx[..., 2] = new_slots[None, None, :]
+            logits = decoder(ms.Tensor(inputs), ms.Tensor(cos[:, None]), ms.Tensor(sin[:, None]),
+                             ms.Tensor(mask), ms.Tensor(idx))
+            return logits.asnumpy()[:rows]
+
+        out = np.full((rows, max_new_tokens), spec.pad_token_id, np.int64)
+        lengths = np.zeros(rows, np.int64)
+        done = np.zeros(rows, bool)
+        logits = step(x, n_prefix, positions)
+        cur_pos = row_len.copy()                       # next position of each row
+        slot = n_prefix + block
+        for t in range(max_new_tokens):
+            new = next_tokens(logits, sampling, rng)
+            for b in np.nonzero(~done)[0]:
+                out[b, t] = new[b]
+                lengths[b] += 1
+                done[b] = int(new[b]) in eos
+            if done.all() or t == max_new_tokens - 1:
+                break
+            ids = np.zeros(cap_rows, np.int64)
+            ids[:rows] = new
+            valid[:, slot] = True
+            logits = step(self.embedding[ids][:, None, :], slot, cur_pos[:, None])
+            cur_pos += 1
+            slot += 1
+        return GenerationOutput(out, lengths)
