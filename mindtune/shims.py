@@ -33,6 +33,10 @@ def quiet_mindformers_logger():
         mf_logger = get_logger()
     mf_logger.setLevel(logging.ERROR)
     for handler in mf_logger.handlers:
+        # only mindformers' own handlers: under pytest the logger also carries pytest's LogCaptureHandlers,
+        # whose StringIO streams must stay theirs (re-pointing them breaks pytest's log capture)
+        if not type(handler).__module__.startswith("mindformers"):
+            continue
         handler.setLevel(logging.ERROR)
         if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
             handler.setStream(sys.stdout)
