@@ -20,9 +20,12 @@ MASKED = -1e9
 @dataclass
 class GenerationOutput:
     """tokens: int64 [batch, max_new_tokens], each row's new tokens (its EOS included) then pad ids.
-    lengths: int64 [batch], how many of each row's tokens are real."""
+    lengths: int64 [batch], how many of each row's tokens are real.
+    logprobs: float32 [batch, max_new_tokens], log-probability of each chosen token under the model (before
+    temperature/top-k/top-p), 0 after a row's end."""
     tokens: np.ndarray
     lengths: np.ndarray
+    logprobs: np.ndarray = None
 
     def rows(self) -> List[List[int]]:
         return [self.tokens[i, :n].tolist() for i, n in enumerate(self.lengths)]
@@ -39,6 +42,12 @@ def rotary_tables(positions: np.ndarray, head_dim: int, theta: float):
     angles = positions.astype(np.float32)[..., None] * inv_freq.astype(np.float32)
     angles = np.concatenate([angles, angles], axis=-1)
     return np.cos(angles), np.sin(angles)
+
+
+def log_softmax_at(logits: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    top = logits.max(-1)
+    norm = top + np.log(np.exp(logits - top[:, None]).sum(-1))
+    return np.take_along_axis(logits, ids[:, None], -1)[:, 0] - norm
 
 
 class Generator:
@@ -99,15 +108,14 @@ class Generator:
             raise ConfigError(f"max_new_tokens must be >= 1 (got {max_new_tokens})")
         eos = {self.spec.eos_token_id} if eos_ids is None else {int(i) for i in eos_ids}
         rng = np.random.default_rng(seed)
-        tokens, lengths = [], []
-        for start in range(0, len(prompts), self.batch_size):
-            out = self._generate_batch(list(prompts[start:start + self.batch_size]), max_new_tokens, sampling,
-                                       rng, eos, soft_prompt, prefix_kv)
-            tokens.append(out.tokens)
-            lengths.append(out.lengths)
-        if not tokens:
-            return GenerationOutput(np.zeros((0, max_new_tokens), np.int64), np.zeros(0, np.int64))
-        return GenerationOutput(np.concatenate(tokens), np.concatenate(lengths))
+        parts = [self._generate_batch(list(prompts[start:start + self.batch_size]), max_new_tokens, sampling,
+                                      rng, eos, soft_prompt, prefix_kv)
+                 for start in range(0, len(prompts), self.batch_size)]
+        if not parts:
+            return GenerationOutput(np.zeros((0, max_new_tokens), np.int64), np.zeros(0, np.int64),
+                                    np.zeros((0, max_new_tokens), np.float32))
+        return GenerationOutput(*(np.concatenate([getattr(p, f) for p in parts])
+                                  for f in ("tokens", "lengths", "logprobs")))
 
     def _generate_batch(self, prompts, max_new_tokens, sampling, rng, eos, soft_prompt, prefix_kv):
         import mindspore as ms
@@ -162,14 +170,17 @@ class Generator:
 
         out = np.full((rows, max_new_tokens), spec.pad_token_id, np.int64)
         lengths = np.zeros(rows, np.int64)
+        logprobs = np.zeros((rows, max_new_tokens), np.float32)
         done = np.zeros(rows, bool)
         logits = step(x, n_prefix, positions)
         cur_pos = row_len.copy()                       # next position of each row
         slot = n_prefix + block
         for t in range(max_new_tokens):
             new = next_tokens(logits, sampling, rng)
+            chosen = log_softmax_at(logits, new)
             for b in np.nonzero(~done)[0]:
                 out[b, t] = new[b]
+                logprobs[b, t] = chosen[b]
                 lengths[b] += 1
                 done[b] = int(new[b]) in eos
             if done.all() or t == max_new_tokens - 1:
@@ -180,4 +191,4 @@ class Generator:
             logits = step(self.embedding[ids][:, None, :], slot, cur_pos[:, None])
             cur_pos += 1
             slot += 1
-        return GenerationOutput(out, lengths)
+        return GenerationOutput(out, lengths, logprobs)

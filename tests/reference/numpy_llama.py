@@ -21,8 +21,11 @@ def rotary(x, positions, theta):
     return np.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
 
 
-def llama_logits(weights, spec, ids):
-    """Logits [seq, vocab] (float64) of one unpadded sequence `ids`."""
+def llama_logits(weights, spec, ids, prefix_kv=None):
+    """Logits [seq, vocab] (float64) of one unpadded sequence `ids`.
+
+    prefix_kv: optional per-layer (key, value) [kv_heads, P, head_dim], unrotated, that every token attends to
+    before its own causal context (prefix tuning); the sequence's positions still start at 0."""
     w = {k: np.asarray(v, np.float64) for k, v in weights.items()}
     ids = np.asarray(ids)
     seq, hd = len(ids), spec.head_dim
@@ -38,9 +41,14 @@ def llama_logits(weights, spec, ids):
         q = rotary(q.reshape(seq, nq, hd).transpose(1, 0, 2), pos, spec.rope_theta)
         k = rotary(k.reshape(seq, nkv, hd).transpose(1, 0, 2), pos, spec.rope_theta)
         v = v.reshape(seq, nkv, hd).transpose(1, 0, 2)
+        mask = causal
+        if prefix_kv is not None:
+            pk, pv = (np.asarray(a, np.float64) for a in prefix_kv[i])
+            k, v = np.concatenate([pk, k], axis=1), np.concatenate([pv, v], axis=1)
+            mask = np.concatenate([np.zeros((seq, pk.shape[1])), causal], axis=1)
         group = nq // nkv
         k, v = np.repeat(k, group, axis=0), np.repeat(v, group, axis=0)   # query head j uses kv head j // group
-        scores = q @ k.transpose(0, 2, 1) / np.sqrt(hd) + causal
+        scores = q @ k.transpose(0, 2, 1) / np.sqrt(hd) + mask
         scores = np.exp(scores - scores.max(-1, keepdims=True))
         attn = (scores / scores.sum(-1, keepdims=True)) @ v              # [heads, seq, hd]
         x = x + attn.transpose(1, 0, 2).reshape(seq, nq * hd) @ w[p + "attention.wo.weight"].T
