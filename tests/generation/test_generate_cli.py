@@ -1,0 +1,70 @@
+"""`mindtune generate` end to end on a tiny model directory."""
+import json
+import os
+
+import pytest
+
+from reference.tiny import lively_weights
+
+from mindtune.cli import main
+from mindtune.models.loading import TINY_TOKENIZER
+from mindtune.models.model_dir import write_model_dir
+from mindtune.models.spec import PRESETS
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A directory shaped like a training run's output: RUN_DIR/model holds the model."""
+    root = tmp_path_factory.mktemp("run")
+    write_model_dir(str(root / "model"), PRESETS["tiny"], lively_weights(PRESETS["tiny"], seed=1),
+                    tokenizer_dir=TINY_TOKENIZER)
+    return root
+
+
+def write_rows(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def read_rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_generate_writes_every_row_back_with_output(run_dir, tmp_path):
+    rows = [{"prompt": "what is one plus one", "id": 1},
+            {"messages": [{"role": "user", "content": "say hi"}], "id": 2},
+            {"prompt": "hello", "id": 3}]
+    write_rows(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    for model in (run_dir, run_dir / "model"):          # a run directory or its model/
+        assert main(["generate", "--model", str(model), "--input", str(tmp_path / "in.jsonl"), "--output",
+                     str(out), "--max-new-tokens", "8", "--batch-size", "2"]) == 0
+        got = read_rows(out)
+        assert [{k: v for k, v in r.items() if k != "output"} for r in got] == rows
+        assert all(isinstance(r["output"], str) and r["output"] for r in got)
+    greedy = [r["output"] for r in got]
+
+    # seeded sampling is reproducible and differs from greedy; --raw feeds prompts without the template
+    args = ["generate", "--model", str(run_dir), "--input", str(tmp_path / "in.jsonl"), "--max-new-tokens", "8",
+            "--temperature", "1.5", "--top-p", "0.95", "--seed", "4", "--output"]
+    assert main(args + [str(tmp_path / "s1.jsonl")]) == 0
+    assert main(args + [str(tmp_path / "s2.jsonl")]) == 0
+    s1 = [r["output"] for r in read_rows(tmp_path / "s1.jsonl")]
+    assert s1 == [r["output"] for r in read_rows(tmp_path / "s2.jsonl")]
+    assert s1 != greedy
+    assert main(["generate", "--model", str(run_dir), "--input", str(tmp_path / "in.jsonl"), "--output",
+                 str(tmp_path / "raw.jsonl"), "--max-new-tokens", "8", "--raw"]) == 0
+    raw = [r["output"] for r in read_rows(tmp_path / "raw.jsonl")]
+    assert raw[1] == greedy[1] and raw != greedy      # messages rows are templated either way
+
+
+def test_bad_input_is_one_line_error(run_dir, tmp_path, capsys):
+    write_rows(tmp_path / "in.jsonl", [{"prompt": "ok"}, {"text": "no prompt field"}])
+    code = main(["generate", "--model", str(run_dir), "--input", str(tmp_path / "in.jsonl"),
+                 "--output", str(tmp_path / "out.jsonl")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.count("\n") == 0 and f"{tmp_path / 'in.jsonl'}:2" in err and "prompt" in err
+    assert not (tmp_path / "out.jsonl").exists()
+    assert main(["generate", "--model", str(tmp_path / "nowhere"), "--input", str(tmp_path / "in.jsonl"),
+                 "--output", str(tmp_path / "out.jsonl")]) == 2
+    assert "nowhere" in capsys.readouterr().err
