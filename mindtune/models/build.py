@@ -15,12 +15,13 @@ def llama_config(spec: ModelSpec, profile: DeviceProfile, seq_length: int, batch
     from mindformers.models.llama import LlamaConfig
 
     parallel_config = {}
-    if parallel is not None:
+    if parallel is not None and (parallel.device_num > 1 or parallel.recompute != "none"):
         parallel_config = dict(data_parallel=parallel.data_parallel, model_parallel=parallel.model_parallel,
                                pipeline_stage=parallel.pipeline_stage, micro_batch_num=parallel.micro_batch_num,
                                context_parallel=parallel.context_parallel,
                                use_seq_parallel=parallel.use_seq_parallel, vocab_emb_dp=parallel.vocab_emb_dp,
-                               recompute=parallel.recompute == "full")
+                               recompute={"recompute": parallel.recompute == "full",
+                                          "select_recompute": parallel.recompute == "selective"})
     kwargs = dict(
         batch_size=batch_size, seq_length=seq_length, hidden_size=spec.hidden_size, num_layers=spec.num_layers,
         num_heads=spec.num_heads, n_kv_heads=spec.num_kv_heads, intermediate_size=spec.intermediate_size,

@@ -80,8 +80,11 @@ def read_safetensors(path: str) -> dict:
 
 
 def write_model_dir(path: str, spec: ModelSpec, weights: dict, meta: Optional[dict] = None,
-                    tokenizer_dir: Optional[str] = None, adapter: bool = False):
-    """Write a model (or adapter) directory atomically: build it beside `path`, then rename over it."""
+                    tokenizer_dir: Optional[str] = None, adapter: bool = False, tokenizer=None):
+    """Write a model (or adapter) directory atomically: build it beside `path`, then rename over it.
+
+    The tokenizer comes from `tokenizer_dir` (its files are copied) or from a loaded `tokenizer`.
+    """
     from safetensors.numpy import save_file
 
     path = os.path.abspath(path)
@@ -97,6 +100,11 @@ def write_model_dir(path: str, spec: ModelSpec, weights: dict, meta: Optional[di
             src = os.path.join(tokenizer_dir, name)
             if os.path.isfile(src):
                 shutil.copy(src, os.path.join(tmp, name))
+    if tokenizer is not None:  # a loaded Tokenizer: its file, plus its (possibly overridden) special tokens
+        from mindtune.data.tokenizer import save_tokenizer_meta
+        name = "tokenizer.model" if tokenizer.kind == "sentencepiece" else "tokenizer.json"
+        shutil.copy(tokenizer.path, os.path.join(tmp, name))
+        save_tokenizer_meta(tmp, tokenizer)
     with open(os.path.join(tmp, META), "w", encoding="utf-8") as f:
         json.dump(full_meta, f, indent=1)
     old = path + ".tmp-old"

@@ -1,0 +1,32 @@
+"""mindtune validate CONFIG.yaml [dotted.key=value ...]: check a config without training."""
+from mindtune.config import load_config
+from mindtune.errors import ConfigError
+
+
+def register(sub):
+    p = sub.add_parser("validate", help="check a config (schema, paths, data, parallel rules) without training")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from mindtune.stages.common import check_inputs
+
+    config = load_config(args.config, args.overrides)
+    profile, resolved = check_inputs(config)
+    problems = _parallel_problems(config)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    print(f"{args.config}: ok (stage {config.stage}, model {resolved.source}, "
+          f"{resolved.spec.num_parameters() / 1e6:.1f}M parameters, device {profile.name}, "
+          f"{config.parallel.device_num} device(s))")
+    return 0
+
+
+def _parallel_problems(config) -> list:
+    try:
+        from mindtune.parallel import check_config
+    except ImportError:
+        return []
+    return check_config(config)

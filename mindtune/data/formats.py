@@ -1,0 +1,86 @@
+"""Read data files (JSON Lines or a JSON array) and normalise rows, reporting bad rows as file:line."""
+import json
+import os
+from typing import Iterator, List, Tuple
+
+from mindtune.errors import DataError
+
+ROLES = ("system", "user", "assistant")
+
+
+def read_rows(path: str, key: str = "data.train") -> List[Tuple[str, dict]]:
+    """[(where, row)] where `where` is `file:line` (JSON Lines) or `file:row N` (JSON array)."""
+    if path is None:
+        raise DataError(f"{key} is required")
+    if not os.path.isfile(path):
+        raise DataError(f"{key}: data file not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+        out = [(f"{path}:row {i + 1}", row) for i, row in enumerate(rows)]
+    else:
+        out = list(_jsonl(path, text))
+    for where, row in out:
+        if not isinstance(row, dict):
+            raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    if not out:
+        raise DataError(f"{path}: the file has no rows")
+    return out
+
+
+def _jsonl(path: str, text: str) -> Iterator[Tuple[str, dict]]:
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            yield f"{path}:{number}", json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{number}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+
+
+def _text(row: dict, field: str, where: str, required: bool = True) -> str:
+    value = row.get(field)
+    if value is None:
+        if required:
+            raise DataError(f"{where}: missing field {field!r}")
+        return ""
+    if not isinstance(value, str):
+        raise DataError(f"{where}: field {field!r} must be a string, got {type(value).__name__}")
+    return value
+
+
+def check_messages(messages, where: str, field: str = "messages") -> list:
+    if not isinstance(messages, list) or not messages:
+        raise DataError(f"{where}: {field!r} must be a non-empty list of {{role, content}} objects")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or "role" not in message or "content" not in message:
+            raise DataError(f"{where}: {field}[{i}] needs 'role' and 'content'")
+        if message["role"] not in ROLES:
+            raise DataError(f"{where}: {field}[{i}] has role {message['role']!r}; expected one of {', '.join(ROLES)}")
+        if not isinstance(message["content"], str):
+            raise DataError(f"{where}: {field}[{i}].content must be a string")
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def sft_messages(row: dict, where: str) -> list:
+    """An SFT row as chat messages: `{"messages": [...]}` or alpaca `{"instruction","input","output"}`."""
+    if "messages" in row:
+        messages = check_messages(row["messages"], where)
+        if not any(m["role"] == "assistant" for m in messages):
+            raise DataError(f"{where}: 'messages' has no assistant turn to learn from")
+        return messages
+    if "instruction" not in row and "output" not in row:
+        raise DataError(f"{where}: expected 'messages' or alpaca fields 'instruction'/'input'/'output'")
+    instruction = _text(row, "instruction", where)
+    extra = _text(row, "input", where, required=False)
+    output = _text(row, "output", where)
+    if not output.strip():
+        raise DataError(f"{where}: field 'output' is empty")
+    prompt = f"{instruction}\n\n{extra}" if extra.strip() else instruction
+    messages = [{"role": "system", "content": _text(row, "system", where)}] if row.get("system") else []
+    return messages + [{"role": "user", "content": prompt}, {"role": "assistant", "content": output}]

@@ -1,0 +1,243 @@
+"""The one training engine every stage uses.
+
+A stage hands over a `TrainTask`: a loss cell (`loss, aux = cell(*batch)`), the parameters to train, and a
+way to fetch micro-batch k of the (seeded, epoch-shuffled) data stream. The engine owns everything else:
+graph-mode compilation, AdamW, lr schedule, gradient accumulation and clipping, dynamic loss scaling that skips
+overflowed steps, evaluation, metrics, progress, atomic checkpoints and exact resume.
+"""
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Optional, Sequence
+
+import numpy as np
+
+from mindtune.engine import checkpoint as ckpt
+from mindtune.engine.metrics import MetricsLog, progress_bar
+from mindtune.engine.schedule import learning_rate
+
+
+@dataclass
+class TrainTask:
+    """What a stage gives the engine.
+
+    loss_cell: `loss, aux = loss_cell(*batch)`; loss a scalar to minimise, aux a tuple of scalar metrics.
+    aux_names: names of the aux metrics, logged as they are.
+    trainable: parameters the optimizer updates; checkpoints hold exactly these (plus optimizer state).
+    train_batch: micro-batch number k of the infinite training stream -> tuple of numpy arrays.
+    eval_batches: () -> iterable of batches for evaluation, or None.
+    tokens_in: batch -> number of real tokens (for tokens/s).
+    no_decay: predicate on parameter names exempt from weight decay (norms, biases, embeddings by default).
+    """
+    loss_cell: object
+    aux_names: Sequence[str]
+    trainable: list
+    train_batch: Callable[[int], tuple]
+    eval_batches: Optional[Callable[[], Iterable[tuple]]] = None
+    tokens_in: Callable[[tuple], int] = lambda batch: int(np.asarray(batch[0]).size)
+    no_decay: Callable[[str], bool] = lambda name: name.endswith(("norm.weight", ".bias", "embedding_weight"))
+    extra_state: dict = field(default_factory=dict)
+
+
+class Trainer:
+    def __init__(self, config, run_dir: str, task: TrainTask, profile, desc: str = "train", world_size: int = 1):
+        import mindspore as ms
+        from mindformers.core.optim import AdamW
+
+        self.ms = ms
+        self.cfg = config.train
+        self.run_dir = run_dir
+        self.task = task
+        self.desc = desc
+        self.use_scaler = profile.needs_loss_scale
+        self.world_size = world_size
+        params = list(task.trainable)
+        decay = [p for p in params if not task.no_decay(p.name)]
+        no_decay = [p for p in params if task.no_decay(p.name)]
+        groups = [g for g in ({"params": decay, "weight_decay": self.cfg.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+        self.optimizer = AdamW(groups, learning_rate=ms.Tensor(self.cfg.lr, ms.float32),
+                               betas=(self.cfg.adam_beta1, self.cfg.adam_beta2), eps=self.cfg.adam_eps)
+        self.scaler = ms.amp.DynamicLossScaler(self.cfg.loss_scale if self.use_scaler else 1.0, 2,
+                                               self.cfg.loss_scale_window)
+        self._compile()
+
+    # -- compiled pieces -------------------------------------------------------------------------------------
+    def _compile(self):
+        ms, ops = self.ms, self.ms.ops
+        loss_cell, params, optimizer = self.task.loss_cell, self.optimizer.parameters, self.optimizer
+        hyper = ops.HyperMap()
+        # Under msrun data parallel, average gradients across ranks (a no-op on one device).
+        reducer = ms.nn.DistributedGradReducer(params, mean=True) if self.world_size > 1 else None
+
+        def scaled_loss(scale, batch):
+            loss, aux = loss_cell(*batch)
+            return loss * scale, loss, aux
+
+        grad_fn = ms.value_and_grad(scaled_loss, None, params, has_aux=True)
+
+        # Tensors inside a tuple argument are compile-time constants to ms.jit (a new graph per call): batches
+        # go in as separate arguments, gradient tuples wrapped in ms.mutable.
+        @ms.jit
+        def forward_backward(scale, *batch):
+            (_, loss, aux), grads = grad_fn(scale, batch)
+            return loss, aux, grads
+
+        @ms.jit
+        def accumulate(total, grads):
+            return hyper(ops.add, total, grads)
+
+        @ms.jit
+        def unscale_and_clip(grads, inv_scale, max_norm):
+            if reducer is not None:
+                grads = reducer(grads)
+            grads = hyper(ops.partial(ops.mul, inv_scale), grads)
+            finite = ms.amp.all_finite(grads)
+            norm = ops.sqrt(ops.addn(hyper(_square_sum, grads)))
+            factor = ops.minimum(max_norm / (norm + 1e-6), 1.0) if self.cfg.max_grad_norm > 0 else ops.ones_like(norm)
+            return hyper(ops.partial(ops.mul, factor), grads), finite, norm
+
+        @ms.jit
+        def apply(grads):
+            return optimizer(grads)
+
+        @ms.jit
+        def evaluate(*batch):
+            return loss_cell(*batch)
+
+        self._forward_backward, self._accumulate = forward_backward, accumulate
+        self._unscale_and_clip, self._apply, self._evaluate = unscale_and_clip, apply, evaluate
+
+    def _tensors(self, batch):
+        return tuple(self.ms.Tensor(np.asarray(x)) for x in batch)
+
+    # -- state -----------------------------------------------------------------------------------------------
+    def state_tensors(self) -> dict:
+        tensors = {p.name: p.asnumpy() for p in self.task.trainable}
+        for p in self.optimizer.get_parameters():
+            if p.name.startswith(("exp_avg", "adam_", "global_step")) or p.name not in tensors:
+                if p.name == "learning_rate":
+                    continue
+                tensors["optimizer/" + p.name] = p.asnumpy()
+        tensors["scaler/scale_value"] = self.scaler.scale_value.asnumpy()
+        tensors["scaler/counter"] = self.scaler.counter.asnumpy()
+        return tensors
+
+    def load_state_tensors(self, tensors: dict, where: str):
+        from mindtune.errors import CheckpointError
+
+        targets = {p.name: p for p in self.task.trainable}
+        targets.update({"optimizer/" + p.name: p for p in self.optimizer.get_parameters()})
+        targets.update({"scaler/scale_value": self.scaler.scale_value, "scaler/counter": self.scaler.counter})
+        for name, value in tensors.items():
+            if name not in targets:
+                raise CheckpointError(f"{where}: tensor {name!r} does not belong to this run's model/optimizer")
+            param = targets[name]
+            if tuple(param.shape) != tuple(value.shape):
+                raise CheckpointError(f"{where}: tensor {name!r} has shape {value.shape}, expected {param.shape}")
+            param.set_data(self.ms.Tensor(value, dtype=param.dtype))
+        missing = [n for n in (p.name for p in self.task.trainable) if n not in tensors]
+        if missing:
+            raise CheckpointError(f"{where}: missing trainable tensor(s) {', '.join(missing[:3])}")
+
+    def save(self, step: int, history: dict):
+        state = {"step": step, "history": history, **self.task.extra_state}
+        return ckpt.save_checkpoint(self.run_dir, step, self.state_tensors(), state, self.cfg.save_total_limit)
+
+    def resume(self) -> tuple:
+        """(start_step, history) from the latest checkpoint, or (0, {}) for a fresh run."""
+        ckpt.clean_partial(self.run_dir)
+        found = ckpt.latest_checkpoint(self.run_dir) if self.cfg.resume == "auto" else None
+        if not found:
+            return 0, {}
+        step, path = found
+        tensors, state = ckpt.load_checkpoint(path)
+        self.load_state_tensors(tensors, path)
+        return step, state.get("history", {})
+
+    # -- loops -----------------------------------------------------------------------------------------------
+    def evaluate(self) -> dict:
+        if self.task.eval_batches is None:
+            return {}
+        self.task.loss_cell.set_train(False)
+        totals, count = None, 0
+        for batch in self.task.eval_batches():
+            loss, aux = self._evaluate(*self._tensors(batch))
+            values = [float(loss.asnumpy())] + [float(a.asnumpy()) for a in aux]
+            totals = values if totals is None else [t + v for t, v in zip(totals, values)]
+            count += 1
+        self.task.loss_cell.set_train(True)
+        if not count:
+            return {}
+        names = ["eval_loss"] + [f"eval_{n}" for n in self.task.aux_names]
+        return {n: t / count for n, t in zip(names, totals)}
+
+    def fit(self) -> dict:
+        """Train to train.max_steps (resuming if a checkpoint exists); returns a summary."""
+        ms = self.ms
+        cfg = self.cfg
+        start, history = self.resume()
+        metrics = MetricsLog(self.run_dir, resume_step=start)
+        summary = {"resumed_from": start, "first_loss": history.get("first_loss"), "skipped_steps":
+                   history.get("skipped_steps", 0)}
+        self.task.loss_cell.set_train(True)
+        bar = progress_bar(cfg.max_steps, start, self.desc)
+        max_norm = ms.Tensor(cfg.max_grad_norm if cfg.max_grad_norm > 0 else 1.0, ms.float32)
+        timed_tokens, timed_seconds, last = 0, 0.0, {}
+        try:
+            for step in range(start, cfg.max_steps):
+                lr = learning_rate(step, cfg.lr, cfg.max_steps, cfg.warmup_steps, cfg.schedule, cfg.min_lr_ratio)
+                self.optimizer.learning_rate.set_data(ms.Tensor(lr, ms.float32))
+                began = time.perf_counter()
+                scale = ms.Tensor(float(self.scaler.scale_value.asnumpy()), ms.float32)
+                total, losses, auxes, tokens = None, [], [], 0
+                for micro in range(cfg.grad_accum):
+                    batch = self.task.train_batch(step * cfg.grad_accum + micro)
+                    tokens += self.task.tokens_in(batch)
+                    loss, aux, grads = self._forward_backward(scale, *self._tensors(batch))
+                    total = grads if total is None else self._accumulate(ms.mutable(total), ms.mutable(grads))
+                    losses.append(loss)
+                    auxes.append(aux)
+                inv = ms.Tensor(1.0 / (float(scale.asnumpy()) * cfg.grad_accum), ms.float32)
+                grads, finite, norm = self._unscale_and_clip(ms.mutable(total), inv, max_norm)
+                finite = bool(finite.asnumpy())
+                if finite:
+                    self._apply(ms.mutable(grads))
+                else:
+                    summary["skipped_steps"] += 1
+                if self.use_scaler:
+                    self.scaler.adjust(ms.Tensor(finite))
+                loss_value = float(np.mean([l.asnumpy() for l in losses]))
+                elapsed = time.perf_counter() - began
+                if step > start:  # the first step of a process includes graph compilation
+                    timed_tokens, timed_seconds = timed_tokens + tokens, timed_seconds + elapsed
+                if summary["first_loss"] is None:
+                    summary["first_loss"] = loss_value
+                row = {"step": step + 1, "loss": loss_value, "lr": lr, "grad_norm": float(norm.asnumpy()),
+                       "tokens_per_s": tokens / elapsed, "loss_scale": float(scale.asnumpy()),
+                       "skipped": not finite}
+                for i, name in enumerate(self.task.aux_names):
+                    row[name] = float(np.mean([a[i].asnumpy() for a in auxes]))
+                done = step + 1
+                if cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.max_steps:
+                    row.update(self.evaluate())
+                if done == cfg.max_steps:
+                    row.update(self.evaluate())
+                if done % cfg.log_every == 0 or done == cfg.max_steps or "eval_loss" in row:
+                    metrics.log(row)
+                last = row
+                bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
+                bar.update(1)
+                if (cfg.save_every and done % cfg.save_every == 0) or done == cfg.max_steps:
+                    self.save(done, {"first_loss": summary["first_loss"], "skipped_steps": summary["skipped_steps"]})
+        finally:
+            bar.close()
+            metrics.close()
+        summary.update({"last": last, "tokens_per_s": timed_tokens / timed_seconds if timed_seconds else None,
+                        "steps": cfg.max_steps})
+        return summary
+
+
+def _square_sum(grad):
+    return (grad.astype("float32") ** 2).sum()

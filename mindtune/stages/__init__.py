@@ -1,0 +1,12 @@
+"""Stages: one short recipe each (sft, rm, ppo, ...). `run_stage(config)` dispatches on `config.stage`."""
+import importlib
+
+from mindtune.errors import ConfigError
+
+STAGES = {"sft": "mindtune.stages.sft"}
+
+
+def run_stage(config) -> dict:
+    if config.stage not in STAGES:
+        raise ConfigError(f"stage: {config.stage!r} is not implemented yet; available: {', '.join(STAGES)}")
+    return importlib.import_module(STAGES[config.stage]).run(config)

@@ -1,0 +1,145 @@
+"""What every stage does before and after training: check inputs, prepare the run directory, build the
+adapted model, save the final model or adapter, print the summary."""
+import dataclasses
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from mindtune.config import save_config
+from mindtune.device import resolve_profile, setup_context
+from mindtune.engine import checkpoint as ckpt
+from mindtune.errors import ConfigError, DataError
+from mindtune.models.loading import ResolvedModel, build_causal_lm, resolve_model
+
+
+@dataclass
+class Run:
+    config: object
+    run_dir: str
+    profile: object
+    resolved: ResolvedModel
+    world_size: int = 1
+    rank: int = 0
+
+
+def check_inputs(config):
+    """Everything that can be checked without building a model; raises before anything is written."""
+    profile = resolve_profile(config.device, config.hardware, config.train.precision)
+    resolved = resolve_model(config.model.path, config.model.spec, config.model.tokenizer, config.model.chat_template)
+    if resolved.tokenizer is None:
+        raise ConfigError(f"model.tokenizer: {config.model.path} has no tokenizer; set model.tokenizer")
+    for key in ("train", "eval"):
+        path = getattr(config.data, key)
+        if key == "train" and path is None:
+            raise ConfigError("data.train is required")
+        if path is not None and not os.path.isfile(path):
+            raise DataError(f"data.{key}: data file not found: {path}")
+    if config.data.packing:
+        raise ConfigError("data.packing: MindFormers' legacy Llama applies an explicit attention mask only with "
+                          "flash attention (Ascend); packing is not available on this path, use padding")
+    if config.device == "cpu" and config.parallel.device_num > 1 and config.parallel.model_parallel * \
+            config.parallel.pipeline_stage * config.parallel.context_parallel > 1:
+        raise ConfigError("parallel: tensor/pipeline/context parallelism needs Ascend (semi-auto parallel does "
+                          "not compile on CPU); on CPU only data_parallel runs, under msrun")
+    if resolved.model_dir is not None and resolved.model_dir.is_adapter:
+        saved = resolved.model_dir.meta.get("peft", {}).get("method")
+        if saved != config.peft.method:
+            raise ConfigError(f"peft.method: {config.peft.method!r} but {config.model.path} is a {saved!r} adapter")
+    return profile, resolved
+
+
+def prepare_run(config) -> Run:
+    profile, resolved = check_inputs(config)
+    run_dir = os.path.abspath(config.output_dir)
+    if os.path.isdir(run_dir) and os.listdir(run_dir):
+        if config.train.resume == "never":
+            raise ConfigError(f"output_dir: {config.output_dir} is not empty and train.resume is never; "
+                              "choose another output_dir or set train.resume=auto")
+    world_size, rank = _distributed()
+    os.makedirs(run_dir, exist_ok=True)
+    if rank == 0:
+        save_config(config, os.path.join(run_dir, "config.yaml"))
+    setup_context(profile, config.train.graph_mode, config.seed)
+    return Run(config, run_dir, profile, resolved, world_size, rank)
+
+
+def _distributed():
+    """(world size, rank) under msrun; (1, 0) otherwise."""
+    world = int(os.environ.get("MS_WORKER_NUM", os.environ.get("RANK_SIZE", "1")))
+    if world <= 1:
+        return 1, 0
+    from mindtune.parallel.context import init_distributed
+    return init_distributed()
+
+
+def build_adapted(run: Run, extra_seq: int = 0):
+    """The base CausalLM with the configured PEFT method applied (and a saved adapter loaded, if any)."""
+    from mindtune import peft
+    from mindtune.models.build import load_weights
+
+    cfg = run.config
+    seq_length = cfg.data.max_length + peft.extra_positions(cfg.peft) + extra_seq
+    lm = build_causal_lm(run.resolved, run.profile, seq_length, cfg.seed, cfg.train.batch_size, cfg.parallel)
+    adapted = peft.apply_peft(lm, cfg.peft, run.resolved.spec)
+    if run.resolved.model_dir is not None and run.resolved.model_dir.is_adapter:
+        load_weights(adapted.network, run.resolved.model_dir.weights(), strict=False, where=run.resolved.source)
+    return lm, adapted
+
+
+def save_final(run: Run, adapted, extra_weights: dict = None, meta: dict = None):
+    """RUN_DIR/model: a full model directory, or an adapter directory for PEFT methods."""
+    from mindtune.models.build import get_weights
+    from mindtune.models.model_dir import write_model_dir
+
+    cfg, resolved = run.config, run.resolved
+    meta = dict(meta or {}, stage=cfg.stage)
+    path = os.path.join(run.run_dir, "model")
+    if adapted.adapter_names is None:
+        weights = get_weights(adapted.network)
+        weights.update(extra_weights or {})
+        return write_model_dir(path, resolved.spec, weights, meta, tokenizer=resolved.tokenizer)
+    weights = get_weights(adapted.network, names=set(adapted.adapter_names))
+    weights.update(extra_weights or {})
+    base = resolved.model_dir.meta["base_model"] if resolved.model_dir and resolved.model_dir.is_adapter \
+        else resolved.source
+    meta.update(base_model=base, base_seed=cfg.seed, peft=dataclasses.asdict(cfg.peft))
+    return write_model_dir(path, resolved.spec, weights, meta, tokenizer=resolved.tokenizer, adapter=True)
+
+
+class EpochSampler:
+    """Micro-batch k of an endless stream of seeded per-epoch permutations; rank r of `world` takes every
+    world-th micro-batch, so a data-parallel run sees the same global batches as one device with world x batch."""
+
+    def __init__(self, num_rows: int, batch_size: int, seed: int, world: int = 1, rank: int = 0):
+        self.n, self.batch, self.seed, self.world, self.rank = num_rows, batch_size, seed, world, rank
+        self._perms = {}
+
+    def _perm(self, epoch: int):
+        if epoch not in self._perms:
+            self._perms = {epoch: np.random.default_rng([self.seed, epoch]).permutation(self.n)}
+        return self._perms[epoch]
+
+    def indices(self, k: int):
+        start = (k * self.world + self.rank) * self.batch
+        return np.array([self._perm(g // self.n)[g % self.n] for g in range(start, start + self.batch)])
+
+
+def print_summary(run: Run, summary: dict, extra: str = ""):
+    last = summary.get("last", {})
+    lines = [f"run directory: {run.run_dir}",
+             f"loss: {summary.get('first_loss'):.4f} (first step) -> {last.get('loss', float('nan')):.4f} "
+             f"(step {summary['steps']})" if summary.get("first_loss") is not None else "loss: n/a"]
+    if "eval_loss" in last:
+        lines.append(f"eval loss: {last['eval_loss']:.4f}")
+    if summary.get("tokens_per_s"):
+        lines.append(f"throughput: {summary['tokens_per_s']:.0f} tokens/s (after the first, compiling step)")
+    if summary.get("resumed_from"):
+        lines.append(f"resumed from step {summary['resumed_from']}")
+    if summary.get("skipped_steps"):
+        lines.append(f"skipped steps (overflow): {summary['skipped_steps']}")
+    lines.append(f"final model: {os.path.join(run.run_dir, 'model')}")
+    if extra:
+        lines.append(extra)
+    if run.rank == 0:
+        print("\n".join(lines), flush=True)

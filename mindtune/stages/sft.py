@@ -1,0 +1,55 @@
+"""Supervised fine-tuning (InstructGPT step 1): full or parameter-efficient, loss on response tokens."""
+import numpy as np
+
+from mindtune.data.sft import load_sft
+from mindtune.engine.losses import CausalLMLoss
+from mindtune.engine.trainer import Trainer, TrainTask
+from mindtune.peft import count_parameters
+from mindtune.stages.common import EpochSampler, build_adapted, prepare_run, print_summary, save_final
+
+
+def run(config) -> dict:
+    run = prepare_run(config)
+    cfg, spec, tok = config, run.resolved.spec, run.resolved.tokenizer
+    pad = spec.pad_token_id
+    train_x, train_y, dropped = load_sft(cfg.data.train, tok, cfg.data.max_length, pad, cfg.data.truncation,
+                                         cfg.data.train_on_prompt, key="data.train")
+    eval_set = None
+    if cfg.data.eval:
+        eval_set = load_sft(cfg.data.eval, tok, cfg.data.max_length, pad, cfg.data.truncation,
+                            cfg.data.train_on_prompt, key="data.eval", limit=cfg.data.eval_rows)
+    lm, adapted = build_adapted(run)
+    trainable, total = count_parameters(adapted)
+    if run.rank == 0:
+        print(f"sft: {len(train_x)} training rows ({dropped} dropped as too long), peft={cfg.peft.method}, "
+              f"trainable parameters {trainable:,} / {total:,} ({100 * trainable / total:.3f}%)", flush=True)
+
+    sampler = EpochSampler(len(train_x), cfg.train.batch_size, cfg.seed, run.world_size, run.rank)
+
+    def train_batch(k):
+        idx = sampler.indices(k)
+        return train_x[idx], train_y[idx]
+
+    def eval_batches():
+        xs, ys, _ = eval_set
+        b = cfg.train.batch_size
+        for i in range(0, len(xs), b):
+            yield _pad_batch(xs[i:i + b], b, pad), _pad_batch(ys[i:i + b], b, -100)
+
+    task = TrainTask(loss_cell=CausalLMLoss(adapted.network), aux_names=("label_tokens",),
+                     trainable=adapted.trainable, train_batch=train_batch,
+                     eval_batches=eval_batches if eval_set else None,
+                     tokens_in=lambda batch: int((batch[0] != pad).sum()))
+    summary = Trainer(cfg, run.run_dir, task, run.profile, desc="sft", world_size=run.world_size).fit()
+    if run.rank == 0:
+        save_final(run, adapted)
+    print_summary(run, summary)
+    return summary
+
+
+def _pad_batch(rows, batch_size, fill):
+    """Pad the last eval batch with filler rows (whose labels are all ignored) to the compiled batch size."""
+    if len(rows) == batch_size:
+        return rows
+    filler = np.full((batch_size - len(rows),) + rows.shape[1:], fill, rows.dtype)
+    return np.concatenate([rows, filler])
