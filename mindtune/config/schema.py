@@ -137,6 +137,19 @@ class ParallelConfig:
 
 
 @dataclass
+class RMConfig:
+    """`rm:` reward-model training (stage: rm).
+
+    center_rewards_coef: weight of the center-rewards term coef * mean((r_chosen + r_rejected)^2), which keeps
+        rewards near zero (0 disables it; 0.01 is a common value).
+    stats_pairs: after training, rewards of at most this many pairs (the eval file if given, else the training
+        file) give the reward mean and std saved with the model for PPO to normalise by.
+    """
+    center_rewards_coef: float = opt(0.0, min=0.0)
+    stats_pairs: int = opt(1024, min=1)
+
+
+@dataclass
 class ExperimentConfig:
     """A whole experiment: `mindtune train CONFIG.yaml` runs the stage it names."""
     stage: str = opt("sft", choices=("sft", "rm", "ppo", "dpo"))
@@ -149,6 +162,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     peft: PeftConfig = field(default_factory=PeftConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    rm: RMConfig = field(default_factory=RMConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -1,0 +1,49 @@
+"""RLHF losses as small pure functions over MindSpore tensors (all RL losses live in this one file).
+
+Reward model (InstructGPT step 2):
+    pairwise_loss      Bradley-Terry: -log sigmoid(r_chosen - r_rejected - margin), plus an optional
+                       center-rewards term coef * mean((r_chosen + r_rejected)^2) that keeps rewards near zero
+                       (Eisenstein et al. 2023, "Helping or herding?").
+    pairwise_metrics   accuracy, mean margin, mean and std of the rewards.
+
+Every function takes an optional `weight` [B] (1 for a real pair, 0 for filler that pads the last evaluation
+batch to the compiled batch size); means are taken over the weighted pairs only.
+"""
+from mindspore import ops
+
+
+def log_sigmoid(x):
+    """log sigmoid(x) = -softplus(-x), written to stay finite for large |x| in float32."""
+    return ops.minimum(x, 0.0) - ops.log1p(ops.exp(-ops.abs(x)))
+
+
+def _weighted_mean(x, weight):
+    if weight is None:
+        return x.mean()
+    return (x * weight).sum() / ops.maximum(weight.sum(), 1.0)
+
+
+def pairwise_loss(r_chosen, r_rejected, margin=None, center_coef: float = 0.0, weight=None):
+    """Bradley-Terry loss of a batch of pairs; rewards float32 [B], margin float32 [B] or None."""
+    diff = r_chosen - r_rejected
+    if margin is not None:
+        diff = diff - margin
+    loss = _weighted_mean(-log_sigmoid(diff), weight)
+    if center_coef:
+        loss = loss + center_coef * _weighted_mean((r_chosen + r_rejected) ** 2, weight)
+    return loss
+
+
+def pairwise_metrics(r_chosen, r_rejected, weight=None):
+    """(accuracy, mean margin, reward mean, reward std) over the pairs; a tie counts as wrong.
+
+    The mean and std are over the 2B rewards of chosen and rejected together (population std): the numbers
+    PPO uses to normalise the reward model's scores.
+    """
+    diff = r_chosen - r_rejected
+    accuracy = _weighted_mean((diff > 0).astype(diff.dtype), weight)
+    rewards = ops.concat((r_chosen, r_rejected))
+    w2 = None if weight is None else ops.concat((weight, weight))
+    mean = _weighted_mean(rewards, w2)
+    std = ops.sqrt(_weighted_mean((rewards - mean) ** 2, w2))
+    return accuracy, _weighted_mean(diff, weight), mean, std
