@@ -15,7 +15,8 @@ def demo_overrides(output_dir: str) -> list:
 
 def register(sub):
     p = sub.add_parser("demo", help="fine-tune a tiny Llama with LoRA on the shipped instruction set (~2 min, CPU)")
-    p.add_argument("--output-dir", default="runs/demo", help="run directory (default runs/demo)")
+    p.add_argument("--output-dir", default=None,
+                   help="run directory (default: runs/demo, or runs/demo-N if that one is taken)")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(func=run)
 
@@ -23,10 +24,19 @@ def register(sub):
 def run(args) -> int:
     from mindtune.stages import run_stage
 
-    config = load_config(None, demo_overrides(args.output_dir) + list(args.overrides), defaults=DEMO)
+    output_dir = args.output_dir or _free_dir("runs/demo")
+    config = load_config(None, demo_overrides(output_dir) + list(args.overrides), defaults=DEMO)
     print(f"mindtune demo: LoRA SFT of a tiny {config.model.path!r} Llama on CPU -> {config.output_dir}")
     run_stage(config)
     return 0
+
+
+def _free_dir(base: str) -> str:
+    candidate, n = base, 1
+    while os.path.exists(candidate):
+        n += 1
+        candidate = f"{base}-{n}"
+    return candidate
 
 
 # The demo's experiment, embedded so that it runs from an installed package with no files beside it.

@@ -1,5 +1,6 @@
 """mindtune validate CONFIG.yaml [dotted.key=value ...]: check a config without training."""
 from mindtune.config import load_config
+from mindtune.data.formats import read_rows
 from mindtune.errors import ConfigError
 
 
@@ -14,10 +15,15 @@ def run(args) -> int:
     from mindtune.stages.common import check_inputs
 
     config = load_config(args.config, args.overrides)
-    profile, resolved = check_inputs(config)
+    profile, resolved = check_inputs(config, need_tokenizer=False)
+    for key in ("train", "eval"):  # JSON syntax and row shapes, with file:line
+        if getattr(config.data, key):
+            read_rows(getattr(config.data, key), f"data.{key}")
     problems = _parallel_problems(config)
     if problems:
         raise ConfigError("; ".join(problems))
+    if resolved.tokenizer is None:
+        print(f"note: {config.model.path} has no tokenizer; training needs model.tokenizer or a converted model")
     print(f"{args.config}: ok (stage {config.stage}, model {resolved.source}, "
           f"{resolved.spec.num_parameters() / 1e6:.1f}M parameters, device {profile.name}, "
           f"{config.parallel.device_num} device(s))")

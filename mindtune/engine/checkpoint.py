@@ -11,6 +11,7 @@ import shutil
 
 import numpy as np
 
+from mindtune.engine.faults import maybe_kill
 from mindtune.errors import CheckpointError
 
 STATE = "state.safetensors"
@@ -58,6 +59,7 @@ def save_checkpoint(run_dir: str, step: int, tensors: dict, trainer_state: dict,
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, os.path.join(tmp, STATE))
+    maybe_kill("in_save", step)
     with open(os.path.join(tmp, TRAINER_STATE), "w", encoding="utf-8") as f:
         json.dump(trainer_state, f, indent=1)
         f.flush()

@@ -1,6 +1,7 @@
 """Run metrics: metrics.jsonl (one JSON object per logged step), TensorBoard scalars when tensorboardX is
 importable, and the tqdm progress bar on the terminal."""
 import json
+import math
 import os
 import sys
 
@@ -29,11 +30,13 @@ class MetricsLog:
         os.replace(self.path + ".tmp", self.path)
 
     def log(self, row: dict):
+        # Strict JSON: a non-finite value (an overflowed step's grad norm) is written as null.
+        row = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
         self.file.write(json.dumps(row) + "\n")
         self.file.flush()
         if self.writer is not None:
             for key, value in row.items():
-                if key != "step" and isinstance(value, (int, float)):
+                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
                     self.writer.add_scalar(key, value, row["step"])
 
     def close(self):

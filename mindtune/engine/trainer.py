@@ -14,6 +14,7 @@ from typing import Callable, Iterable, Optional, Sequence
 import numpy as np
 
 from mindtune.engine import checkpoint as ckpt
+from mindtune.engine.faults import maybe_kill
 from mindtune.engine.metrics import MetricsLog, progress_bar
 from mindtune.engine.schedule import learning_rate
 
@@ -98,8 +99,11 @@ class Trainer:
             factor = ops.minimum(max_norm / (norm + 1e-6), 1.0) if self.cfg.max_grad_norm > 0 else ops.ones_like(norm)
             return hyper(ops.partial(ops.mul, factor), grads), finite, norm
 
+        # The lr goes in as an argument and is assigned inside the graph: Parameter.set_data from the host
+        # between calls was not always seen by the compiled optimizer (mindspore 2.9.0, CPU).
         @ms.jit
-        def apply(grads):
+        def apply(grads, lr):
+            ops.assign(optimizer.learning_rate, lr)
             return optimizer(grads)
 
         @ms.jit
@@ -134,6 +138,8 @@ class Trainer:
             if name not in targets:
                 raise CheckpointError(f"{where}: tensor {name!r} does not belong to this run's model/optimizer")
             param = targets[name]
+            if param.ndim == 0 and value.size == 1:  # safetensors stores scalars as shape (1,)
+                value = value.reshape(())
             if tuple(param.shape) != tuple(value.shape):
                 raise CheckpointError(f"{where}: tensor {name!r} has shape {value.shape}, expected {param.shape}")
             param.set_data(self.ms.Tensor(value, dtype=param.dtype))
@@ -188,7 +194,6 @@ class Trainer:
         try:
             for step in range(start, cfg.max_steps):
                 lr = learning_rate(step, cfg.lr, cfg.max_steps, cfg.warmup_steps, cfg.schedule, cfg.min_lr_ratio)
-                self.optimizer.learning_rate.set_data(ms.Tensor(lr, ms.float32))
                 began = time.perf_counter()
                 scale = ms.Tensor(float(self.scaler.scale_value.asnumpy()), ms.float32)
                 total, losses, auxes, tokens = None, [], [], 0
@@ -203,7 +208,7 @@ class Trainer:
                 grads, finite, norm = self._unscale_and_clip(ms.mutable(total), inv, max_norm)
                 finite = bool(finite.asnumpy())
                 if finite:
-                    self._apply(ms.mutable(grads))
+                    self._apply(ms.mutable(grads), ms.Tensor(lr, ms.float32))
                 else:
                     summary["skipped_steps"] += 1
                 if self.use_scaler:
@@ -231,6 +236,7 @@ class Trainer:
                 bar.update(1)
                 if (cfg.save_every and done % cfg.save_every == 0) or done == cfg.max_steps:
                     self.save(done, {"first_loss": summary["first_loss"], "skipped_steps": summary["skipped_steps"]})
+                    maybe_kill("after_save", done)
         finally:
             bar.close()
             metrics.close()

@@ -3,7 +3,7 @@ import importlib
 
 from mindtune.errors import ConfigError
 
-STAGES = {"sft": "mindtune.stages.sft"}
+STAGES = {"sft": "mindtune.stages.sft", "rm": "mindtune.stages.rm"}
 
 
 def run_stage(config) -> dict:

@@ -23,11 +23,11 @@ class Run:
     rank: int = 0
 
 
-def check_inputs(config):
+def check_inputs(config, need_tokenizer: bool = True):
     """Everything that can be checked without building a model; raises before anything is written."""
     profile = resolve_profile(config.device, config.hardware, config.train.precision)
     resolved = resolve_model(config.model.path, config.model.spec, config.model.tokenizer, config.model.chat_template)
-    if resolved.tokenizer is None:
+    if resolved.tokenizer is None and need_tokenizer:
         raise ConfigError(f"model.tokenizer: {config.model.path} has no tokenizer; set model.tokenizer")
     for key in ("train", "eval"):
         path = getattr(config.data, key)
@@ -49,8 +49,10 @@ def check_inputs(config):
     return profile, resolved
 
 
-def prepare_run(config) -> Run:
-    profile, resolved = check_inputs(config)
+def prepare_run(config, checked=None) -> Run:
+    """Create the run directory, save the resolved config, set up MindSpore. Call after every input check
+    (`checked` = the result of check_inputs) so that bad input never leaves a half-made run behind."""
+    profile, resolved = checked or check_inputs(config)
     run_dir = os.path.abspath(config.output_dir)
     if os.path.isdir(run_dir) and os.listdir(run_dir):
         if config.train.resume == "never":
@@ -76,19 +78,20 @@ def _distributed():
 def build_adapted(run: Run, extra_seq: int = 0):
     """The base CausalLM with the configured PEFT method applied (and a saved adapter loaded, if any)."""
     from mindtune import peft
-    from mindtune.models.build import load_weights
 
     cfg = run.config
     seq_length = cfg.data.max_length + peft.extra_positions(cfg.peft) + extra_seq
     lm = build_causal_lm(run.resolved, run.profile, seq_length, cfg.seed, cfg.train.batch_size, cfg.parallel)
-    adapted = peft.apply_peft(lm, cfg.peft, run.resolved.spec)
-    if run.resolved.model_dir is not None and run.resolved.model_dir.is_adapter:
-        load_weights(adapted.network, run.resolved.model_dir.weights(), strict=False, where=run.resolved.source)
+    saved = run.resolved.model_dir.weights() if run.resolved.model_dir is not None and \
+        run.resolved.model_dir.is_adapter else None
+    adapted = peft.apply_peft(lm, cfg.peft, run.resolved.spec, tokenizer=run.resolved.tokenizer, seed=cfg.seed,
+                              saved=saved, where=run.resolved.source)
     return lm, adapted
 
 
 def save_final(run: Run, adapted, extra_weights: dict = None, meta: dict = None):
     """RUN_DIR/model: a full model directory, or an adapter directory for PEFT methods."""
+    from mindtune import peft
     from mindtune.models.build import get_weights
     from mindtune.models.model_dir import write_model_dir
 
@@ -99,7 +102,7 @@ def save_final(run: Run, adapted, extra_weights: dict = None, meta: dict = None)
         weights = get_weights(adapted.network)
         weights.update(extra_weights or {})
         return write_model_dir(path, resolved.spec, weights, meta, tokenizer=resolved.tokenizer)
-    weights = get_weights(adapted.network, names=set(adapted.adapter_names))
+    weights = peft.adapter_weights(adapted)   # folded where the method trains a reparameterisation
     weights.update(extra_weights or {})
     base = resolved.model_dir.meta["base_model"] if resolved.model_dir and resolved.model_dir.is_adapter \
         else resolved.source

