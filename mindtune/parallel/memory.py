@@ -3,8 +3,8 @@
 Terms (bytes, on the most loaded pipeline stage):
 - trainable weights, gradients and AdamW states in the parameter dtype. MindFormers' AdamW clones its two
   moments from the parameters, so states cost 2x the parameter bytes. Optimizer sharding (MindSpore's parallel
-  optimizer) splits weights and states over dp; gradients are reduce-scattered too unless a pipeline keeps a
-  full accumulation buffer (pp > 1).
+  optimizer) splits weights and states over dp; gradients are reduce-scattered too unless several
+  micro-batches (a pipeline, or gradient accumulation) keep a full accumulation buffer.
 - frozen weights (the base under PEFT; the reference and reward models of DPO/PPO), split by mp and pp only.
 - adapter weights with their gradients and states (small).
 - activations, after Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer Models"),
@@ -236,9 +236,9 @@ def _model_states(w: Workload, s: Strategy, stage: str) -> dict:
     if w.trains_base:
         out["weights"] = share * p / shard
         out["optimizer states"] = 2 * share * p / shard
-        # Without a pipeline the gradient of each weight is reduce-scattered as soon as it is computed;
-        # a pipeline accumulates full gradients over its micro-batches first.
-        out["gradients"] = share * p / (shard if s.pp == 1 else 1)
+        # With one micro-batch per step each gradient is reduce-scattered as soon as it is computed; a
+        # pipeline or gradient accumulation keeps a full accumulation buffer over the micro-batches first.
+        out["gradients"] = share * p / (shard if s.micro_batches == 1 else 1)
     else:
         out["frozen weights"] = share * p
         extra = adapter_params(w) / (s.mp * s.pp)
