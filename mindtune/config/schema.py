@@ -104,6 +104,15 @@ class PeftConfig:
     rank, alpha, dropout, rslora (scale alpha/sqrt(rank) instead of alpha/rank), target_modules
         (regular expressions matched against MindFormers parameter paths, e.g. `wq`, `attention\\.w[qkvo]`).
     num_virtual_tokens: prompt/prefix length for prefix, ptuning, ptuning_v2 and prompt.
+    prompt_init: prompt tuning's initial soft prompt: vocab (embeddings of random vocabulary tokens), text (the
+        embeddings of `prompt_init_text`, tokenized with the model tokenizer and repeated to the length), random.
+    prompt_init_text: the text for prompt_init: text.
+    encoder: P-tuning v1 prompt encoder: lstm (bidirectional, 2 layers, then an MLP head) or mlp.
+    encoder_hidden_size: width of the P-tuning encoder and of prefix tuning's reparameterisation MLP
+        (0 = the model's hidden size).
+    prefix_projection: P-tuning v2 only: reparameterise the deep prompts through MindPet's MLP (default off).
+    adapter_size: bottleneck width of the Houlsby adapters. adapter_modules: the projections whose outputs
+        pass through an adapter (wo = attention output, w2 = FFN output).
     """
     method: str = opt("none", choices=PEFT_METHODS)
     rank: int = opt(8, min=1)
@@ -112,6 +121,13 @@ class PeftConfig:
     rslora: bool = opt(False)
     target_modules: List[str] = opt(["wq", "wk", "wv", "wo"])
     num_virtual_tokens: int = opt(16, min=1)
+    prompt_init: str = opt("vocab", choices=("vocab", "text", "random"))
+    prompt_init_text: Optional[str] = opt(None)
+    encoder: str = opt("lstm", choices=("lstm", "mlp"))
+    encoder_hidden_size: int = opt(0, min=0)
+    prefix_projection: bool = opt(False)
+    adapter_size: int = opt(64, min=1)
+    adapter_modules: List[str] = opt(["wo", "w2"])
 
 
 @dataclass

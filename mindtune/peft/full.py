@@ -2,5 +2,5 @@
 from mindtune.peft import Adapted
 
 
-def apply(lm, cfg, spec) -> Adapted:
+def apply(lm, cfg, spec, **_) -> Adapted:
     return Adapted(network=lm, trainable=list(lm.trainable_params()))
