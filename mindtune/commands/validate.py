@@ -16,9 +16,7 @@ def run(args) -> int:
 
     config = load_config(args.config, args.overrides)
     profile, resolved = check_inputs(config, need_tokenizer=False)
-    for key in ("train", "eval"):  # JSON syntax and row shapes, with file:line
-        if getattr(config.data, key):
-            read_rows(getattr(config.data, key), f"data.{key}")
+    _check_data(config)
     problems = _parallel_problems(config)
     if problems:
         raise ConfigError("; ".join(problems))
@@ -28,6 +26,20 @@ def run(args) -> int:
           f"{resolved.spec.num_parameters() / 1e6:.1f}M parameters, device {profile.name}, "
           f"{config.parallel.device_num} device(s))")
     return 0
+
+
+def _check_data(config):
+    """JSON syntax of every data file, and the row format of the stage (its `check_rows`), with file:line."""
+    import importlib
+
+    from mindtune.stages import STAGES
+
+    module = importlib.import_module(STAGES[config.stage]) if config.stage in STAGES else None
+    for key in ("train", "eval"):
+        if getattr(config.data, key):
+            rows = read_rows(getattr(config.data, key), f"data.{key}")
+            if module is not None and hasattr(module, "check_rows"):
+                module.check_rows(rows)
 
 
 def _parallel_problems(config) -> list:

@@ -87,6 +87,19 @@ def load_checkpoint(path: str):
         raise CheckpointError(f"checkpoint {path} is unreadable: {exc}") from None
 
 
+def verify_checkpoint(path: str):
+    """Read a checkpoint's headers (not its tensors), so a broken one is reported before a run starts."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with open(os.path.join(path, TRAINER_STATE), encoding="utf-8") as f:
+            json.load(f)
+        with safe_open(os.path.join(path, STATE), framework="np") as f:
+            f.keys()
+    except (OSError, ValueError, SafetensorError) as exc:
+        raise CheckpointError(f"checkpoint {path} is unreadable: {exc}") from None
+
+
 def clean_partial(run_dir: str):
     """Remove temporary directories a killed save left behind."""
     root = checkpoint_root(run_dir)

@@ -58,6 +58,10 @@ def prepare_run(config, checked=None) -> Run:
         if config.train.resume == "never":
             raise ConfigError(f"output_dir: {config.output_dir} is not empty and train.resume is never; "
                               "choose another output_dir or set train.resume=auto")
+    if config.train.resume == "auto":
+        found = ckpt.latest_checkpoint(run_dir)
+        if found:
+            ckpt.verify_checkpoint(found[1])
     world_size, rank = _distributed()
     os.makedirs(run_dir, exist_ok=True)
     if rank == 0:

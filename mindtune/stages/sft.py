@@ -1,6 +1,7 @@
 """Supervised fine-tuning (InstructGPT step 1): full or parameter-efficient, loss on response tokens."""
 import numpy as np
 
+from mindtune.data.formats import sft_messages
 from mindtune.data.sft import load_sft
 from mindtune.engine.losses import CausalLMLoss
 from mindtune.engine.trainer import Trainer, TrainTask
@@ -47,6 +48,12 @@ def run(config) -> dict:
         save_final(run, adapted)
     print_summary(run, summary)
     return summary
+
+
+def check_rows(rows):
+    """Row-format check for `mindtune validate`: every row must be an SFT row (raises with file:line)."""
+    for where, row in rows:
+        sft_messages(row, where)
 
 
 def _pad_batch(rows, batch_size, fill):
