@@ -2,7 +2,8 @@
 # Run one stage (sft | rm | ppo | dpo) of a config through scripts/msrun_launcher.sh, after checking that the
 # config names that stage and passes `mindtune validate`. Used by scripts/train_{sft,rm,ppo}.sh.
 #   scripts/run_stage.sh STAGE CONFIG.yaml [dotted.key=value ...]
-# Environment: WORKERS (default 8), LOCAL_WORKERS, MASTER_ADDR, MASTER_PORT, NODE_RANK, LOG_DIR, MINDTUNE_PYTHON.
+# Environment: WORKERS (default 8), LOCAL_WORKERS, MASTER_ADDR, MASTER_PORT, NODE_RANK, LOG_DIR, MINDTUNE_PYTHON;
+# DRY_RUN=1 prints the msrun command instead of running it.
 set -u
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 prog="run_stage"
@@ -31,4 +32,5 @@ args=(--workers "${WORKERS:-8}")
 [ -n "${MASTER_PORT:-}" ] && args+=(--master-port "$MASTER_PORT")
 [ -n "${NODE_RANK:-}" ] && args+=(--node-rank "$NODE_RANK")
 [ -n "${LOG_DIR:-}" ] && args+=(--log-dir "$LOG_DIR")
+[ "${DRY_RUN:-0}" = "1" ] && args+=(--dry-run)
 exec "$repo/scripts/msrun_launcher.sh" "${args[@]}" -- mindtune train "$config" "$@"
