@@ -79,10 +79,12 @@ def run(args) -> int:
     req = _request(args)
     result = search(req)
     suggestions = suggest(req) if not result.plans else []
-    if args.json:
-        print(json.dumps(_as_json(req, result, suggestions, args.top), indent=2))
-    else:
-        print(_report(req, result, suggestions, args.top))
+    text = json.dumps(_as_json(req, result, suggestions, args.top), indent=2) if args.json else \
+        _report(req, result, suggestions, args.top)
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:   # `mindtune plan ... | head`: the reader left; not an error
+        sys.stdout = open(os.devnull, "w")
     if not result.plans:
         return 1
     if args.output:
