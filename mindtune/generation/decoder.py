@@ -30,12 +30,15 @@ def fused_weights(spec, weights: dict, dtype=np.float32) -> dict:
     head = emb if spec.tie_word_embeddings else get("lm_head.weight")
     out["lm_head"] = np.ascontiguousarray(head.T)
     out["norm_out"] = get("model.norm_out.weight")
+    scale = np.float32(1.0 / np.sqrt(spec.head_dim))   # the attention score scale, folded into q
     for i in range(spec.num_layers):
         p = f"model.layers.{i}."
-        qkv = np.concatenate([get(p + f"attention.{n}.weight") for n in ("wq", "wk", "wv")], axis=0)
+        qkv = np.concatenate([get(p + "attention.wq.weight") * scale, get(p + "attention.wk.weight"),
+                              get(p + "attention.wv.weight")], axis=0)
         out[f"l{i}.qkv"] = np.ascontiguousarray(qkv.T)
         if spec.qkv_bias:
-            out[f"l{i}.qkv_bias"] = np.concatenate([get(p + f"attention.{n}.bias") for n in ("wq", "wk", "wv")])
+            out[f"l{i}.qkv_bias"] = np.concatenate([get(p + "attention.wq.bias") * scale,
+                                                    get(p + "attention.wk.bias"), get(p + "attention.wv.bias")])
         out[f"l{i}.wo"] = np.ascontiguousarray(get(p + "attention.wo.weight").T)
         gate_up = np.concatenate([get(p + "feed_forward.w1.weight"), get(p + "feed_forward.w3.weight")], axis=0)
         out[f"l{i}.gate_up"] = np.ascontiguousarray(gate_up.T)
@@ -52,18 +55,23 @@ class RMSNorm(nn.Cell):
         self.eps = eps
 
     def construct(self, x):
+        if x.dtype == ms.float32:
+            return x * ops.rsqrt(ops.mean(x * x, -1, keep_dims=True) + self.eps) * self.weight
         xf = x.astype(ms.float32)
         xf = xf * ops.rsqrt(ops.mean(xf * xf, -1, keep_dims=True) + self.eps)
         return (xf * self.weight).astype(x.dtype)
 
 
 class DecoderLayer(nn.Cell):
+    """One Llama block over the cache. Written for few kernels per decode step (the step is launch-bound on
+    CPU): q and k are rotated together, rotate-half is one matmul with a constant matrix, the 1/sqrt(d) score
+    scale is folded into the q weights (see `fused_weights`), and a one-token step needs no transposes."""
+
     def __init__(self, spec, params, index, batch, max_len, dtype):
         super().__init__()
         self.nq, self.nkv, self.hd = spec.num_heads, spec.num_kv_heads, spec.head_dim
         self.group = self.nq // self.nkv
         self.ffn = spec.intermediate_size
-        self.scale = 1.0 / float(np.sqrt(self.hd))
         g = params
         self.qkv = g[f"l{index}.qkv"]
         self.qkv_bias = g.get(f"l{index}.qkv_bias")
@@ -77,47 +85,53 @@ class DecoderLayer(nn.Cell):
         self.v_cache = Parameter(Tensor(np.zeros(shape), dtype), name=f"v_cache{index}", requires_grad=False)
         self.scatter = ops.ScatterNdUpdate()
         self.matmul = ops.MatMul()
+        self.scores = ops.BatchMatMul(transpose_b=True)
+        self.weighted = ops.BatchMatMul()
         self.dtype = dtype
 
-    def rotate(self, x, cos, sin):
-        half = self.hd // 2
-        rotated = ops.concat((-x[..., half:], x[..., :half]), -1)
-        return x * cos + rotated * sin
-
-    def construct(self, x, cos, sin, mask, slots):
+    def construct(self, x, cos, sin, rotate, mask, slots):
         """x: [B*S, hidden] (2-D, so every projection is one plain matmul, no broadcast weight copies)."""
-        b, _, s, _ = cos.shape
-        h = self.attn_norm(x)
-        qkv = self.matmul(h, self.qkv)
+        b, s = cos.shape[0], cos.shape[1]
+        nq, nkv, hd = self.nq, self.nkv, self.hd
+        qkv = self.matmul(self.attn_norm(x), self.qkv)
         if self.qkv_bias is not None:
             qkv = qkv + self.qkv_bias
-        nq, nkv, hd = self.nq, self.nkv, self.hd
-        q = qkv[..., :nq * hd].reshape(b, s, nq, hd).transpose(0, 2, 1, 3)
-        k = qkv[..., nq * hd:(nq + nkv) * hd].reshape(b, s, nkv, hd).transpose(0, 2, 1, 3)
-        v = qkv[..., (nq + nkv) * hd:].reshape(b, s, nkv, hd).transpose(0, 2, 1, 3)
-        q = self.rotate(q, cos, sin)
-        k = self.rotate(k, cos, sin)
+        qk = qkv[:, :(nq + nkv) * hd].reshape(b, s, nq + nkv, hd)
+        qk = qk * cos + ops.matmul(qk, rotate) * sin               # rotary on q and k at once
+        v = qkv[:, (nq + nkv) * hd:]
+        if s == 1:   # one token: [B, 1, heads, hd] is already [B, heads, 1, hd] in memory
+            q = qk[:, :, :nq].reshape(b, nkv, self.group, hd)
+            k = qk[:, :, nq:].reshape(b, nkv, 1, hd)
+            v = v.reshape(b, nkv, 1, hd)
+        else:
+            q = qk[:, :, :nq].transpose(0, 2, 1, 3).reshape(b, nkv, self.group * s, hd)
+            k = qk[:, :, nq:].transpose(0, 2, 1, 3)
+            v = v.reshape(b, s, nkv, hd).transpose(0, 2, 1, 3)
         # write the new keys/values into their slots, then attend over the whole cache
         k_all = ops.depend(self.k_cache, self.scatter(self.k_cache, slots, k))
         v_all = ops.depend(self.v_cache, self.scatter(self.v_cache, slots, v))
-        # grouped-query attention without repeating kv: query heads of one group share a kv head
-        q = q.reshape(b, nkv, self.group * s, hd)
-        scores = ops.matmul(q, k_all.swapaxes(-1, -2)).astype(ms.float32) * self.scale
-        scores = scores.reshape(b, nkv, self.group, s, -1) + mask
-        probs = ops.softmax(scores, -1).astype(self.dtype).reshape(b, nkv, self.group * s, -1)
-        attn = ops.matmul(probs, v_all).reshape(b, nq, s, hd).transpose(0, 2, 1, 3).reshape(b * s, nq * hd)
+        # grouped-query attention without repeating kv: the query heads of a group share a kv head
+        scores = self.scores(q, k_all)
+        if self.dtype != ms.float32:
+            scores = scores.astype(ms.float32)
+        probs = ops.softmax(scores.reshape(b, nkv, self.group, s, -1) + mask, -1)
+        if self.dtype != ms.float32:
+            probs = probs.astype(self.dtype)
+        attn = self.weighted(probs.reshape(b, nkv, self.group * s, -1), v_all)
+        if s == 1:
+            attn = attn.reshape(b, nq * hd)
+        else:
+            attn = attn.reshape(b, nq, s, hd).transpose(0, 2, 1, 3).reshape(b * s, nq * hd)
         x = x + self.matmul(attn, self.wo)
-        h = self.ffn_norm(x)
-        gate_up = self.matmul(h, self.gate_up)
-        gate, up = gate_up[:, :self.ffn], gate_up[:, self.ffn:]
-        return x + self.matmul(ops.silu(gate) * up, self.down)
+        gate_up = self.matmul(self.ffn_norm(x), self.gate_up)
+        return x + self.matmul(ops.silu(gate_up[:, :self.ffn]) * gate_up[:, self.ffn:], self.down)
 
 
 class CachedDecoder(nn.Cell):
     """logits_last = decoder(x, cos, sin, mask, slots)
 
     x: [B, S, hidden] input embeddings of the S new tokens (looked up on the host);
-    cos, sin: [B, 1, S, head_dim] rotary tables at each new token's position;
+    cos, sin: [B, S, 1, head_dim] rotary tables at each new token's position;
     mask: [B, 1, 1, S, max_len] additive (0 where a new token may attend to a cache slot, -1e9 elsewhere);
     slots: int32 [B, kv_heads, S, 3] cache indices (b, head, slot) the new keys/values are written to.
     Returns float32 logits of the last new token, [B, vocab].
@@ -132,6 +146,12 @@ class CachedDecoder(nn.Cell):
         self.layers = nn.CellList([DecoderLayer(spec, self.params, i, batch, max_len, dtype)
                                    for i in range(spec.num_layers)])
         self.norm = RMSNorm(self.params["norm_out"], spec.rms_norm_eps)
+        # rotate-half as a matrix: x @ rotate = concat(-x2, x1)
+        half = spec.head_dim // 2
+        rotate = np.zeros((spec.head_dim, spec.head_dim), np.float32)
+        rotate[np.arange(half) + half, np.arange(half)] = -1.0
+        rotate[np.arange(half), np.arange(half) + half] = 1.0
+        self.rotate = Tensor(rotate, dtype)
         self.lm_head = self.params["lm_head"]
         self.dtype = dtype
         self.matmul = ops.MatMul()
@@ -141,7 +161,7 @@ class CachedDecoder(nn.Cell):
         x = x.astype(self.dtype).reshape(b * s, hidden)
         cos, sin = cos.astype(self.dtype), sin.astype(self.dtype)
         for layer in self.layers:
-            x = layer(x, cos, sin, mask, slots)
+            x = layer(x, cos, sin, self.rotate, mask, slots)
         h = self.norm(x.reshape(b, s, hidden)[:, -1, :])
         return self.matmul(h, self.lm_head).astype(ms.float32)
 

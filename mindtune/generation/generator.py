@@ -96,9 +96,11 @@ class Generator:
     def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int,
                  sampling: SamplingConfig = SamplingConfig(), seed: int = 0,
                  eos_ids: Optional[Sequence[int]] = None, soft_prompt: Optional[np.ndarray] = None,
-                 prefix_kv=None) -> GenerationOutput:
+                 prefix_kv=None, min_new_tokens: int = 0) -> GenerationOutput:
         """Continue each prompt (a list of token ids) by up to `max_new_tokens` tokens, stopping a row at EOS.
 
+        eos_ids: the tokens that end a row (default: the spec's EOS); min_new_tokens: EOS cannot be chosen
+            before this many tokens (as in transformers' generate).
         soft_prompt: optional [n_virtual, hidden] embeddings placed before every prompt (prompt tuning).
         prefix_kv: optional per-layer (key, value) arrays [kv_heads, n_prefix, head_dim] every token attends
             to (prefix tuning / P-tuning v2).
@@ -109,7 +111,7 @@ class Generator:
         eos = {self.spec.eos_token_id} if eos_ids is None else {int(i) for i in eos_ids}
         rng = np.random.default_rng(seed)
         parts = [self._generate_batch(list(prompts[start:start + self.batch_size]), max_new_tokens, sampling,
-                                      rng, eos, soft_prompt, prefix_kv)
+                                      rng, eos, soft_prompt, prefix_kv, min_new_tokens)
                  for start in range(0, len(prompts), self.batch_size)]
         if not parts:
             return GenerationOutput(np.zeros((0, max_new_tokens), np.int64), np.zeros(0, np.int64),
@@ -117,7 +119,7 @@ class Generator:
         return GenerationOutput(*(np.concatenate([getattr(p, f) for p in parts])
                                   for f in ("tokens", "lengths", "logprobs")))
 
-    def _generate_batch(self, prompts, max_new_tokens, sampling, rng, eos, soft_prompt, prefix_kv):
+    def _generate_batch(self, prompts, max_new_tokens, sampling, rng, eos, soft_prompt, prefix_kv, min_new):
         import mindspore as ms
 
         spec, rows, cap_rows = self.spec, len(prompts), self.batch_size
@@ -164,7 +166,7 @@ class Generator:
             idx[..., 0] = np.arange(cap_rows)[:, None, None]
             idx[..., 1] = np.arange(spec.num_kv_heads)[None, :, None]
             idx[..., 2] = new_slots[None, None, :]
-            logits = decoder(ms.Tensor(inputs), ms.Tensor(cos[:, None]), ms.Tensor(sin[:, None]),
+            logits = decoder(ms.Tensor(inputs), ms.Tensor(cos[:, :, None]), ms.Tensor(sin[:, :, None]),
                              ms.Tensor(mask), ms.Tensor(idx))
             return logits.asnumpy()[:rows]
 
@@ -175,8 +177,13 @@ class Generator:
         logits = step(x, n_prefix, positions)
         cur_pos = row_len.copy()                       # next position of each row
         slot = n_prefix + block
+        eos_list = sorted(eos)
         for t in range(max_new_tokens):
-            new = next_tokens(logits, sampling, rng)
+            allowed = logits
+            if t < min_new and eos_list:
+                allowed = logits.copy()
+                allowed[:, eos_list] = -np.inf
+            new = next_tokens(allowed, sampling, rng)
             chosen = log_softmax_at(logits, new)
             for b in np.nonzero(~done)[0]:
                 out[b, t] = new[b]
