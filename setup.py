@@ -25,7 +25,8 @@ setup(
         "tokenizers",
         "gguf",
         "jinja2",
+        "matplotlib",
     ],
-    extras_require={"test": ["pytest"], "plot": ["matplotlib"]},
+    extras_require={"test": ["pytest"]},
     entry_points={"console_scripts": ["mindtune=mindtune.cli:main"]},
 )
