@@ -68,7 +68,7 @@ def run(args) -> int:
         raise ConfigError(f"--batch-size must be >= 1 (got {args.batch_size})")
     sampling = sampling_from_args(args)
     rows = read_rows(args.input, key="--input")
-    resolved, weights = resolve_generation_model(args.model, args.seed)
+    resolved, spec, weights, extras = resolve_generation_model(args.model, args.seed)
     tokenizer = resolved.tokenizer
     if tokenizer is None:
         raise ConfigError(f"--model: {resolved.source} has no tokenizer")
@@ -76,13 +76,14 @@ def run(args) -> int:
 
     profile = resolve_profile(args.device, precision=args.precision)
     setup_context(profile, graph_mode=True, seed=args.seed)
-    eos = {resolved.spec.eos_token_id} | ({tokenizer.eos_id} if tokenizer.eos_id is not None else set())
-    generator = Generator(resolved.spec, weights, profile, batch_size=min(args.batch_size, len(prompts)))
+    eos = {spec.eos_token_id} | ({tokenizer.eos_id} if tokenizer.eos_id is not None else set())
+    generator = Generator(spec, weights, profile, batch_size=min(args.batch_size, len(prompts)))
     # similar lengths batched together waste less padding; results go back in input order
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     start = time.time()
     out = generator.generate([prompts[i] for i in order], args.max_new_tokens, sampling, seed=args.seed,
-                             eos_ids=sorted(eos))
+                             eos_ids=sorted(eos), soft_prompt=extras.get("soft_prompt"),
+                             prefix_kv=extras.get("prefix_kv"))
     texts = [None] * len(prompts)
     for rank, i in enumerate(order):
         texts[i] = tokenizer.decode(out.tokens[rank, :out.lengths[rank]])

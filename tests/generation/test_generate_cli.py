@@ -68,3 +68,29 @@ def test_bad_input_is_one_line_error(run_dir, tmp_path, capsys):
     assert main(["generate", "--model", str(tmp_path / "nowhere"), "--input", str(tmp_path / "in.jsonl"),
                  "--output", str(tmp_path / "out.jsonl")]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_prompt_tuning_adapter_generates_through_its_soft_prompt(run_dir, tmp_path):
+    """An adapter directory whose soft prompt is the embeddings of real tokens must generate exactly what the
+    base model generates with those tokens written before each prompt (--raw, so the text is literal)."""
+    from mindtune.data.tokenizer import load_tokenizer
+    from mindtune.models.model_dir import read_model_dir
+
+    base = read_model_dir(str(run_dir / "model"))
+    tok = load_tokenizer(base.path)
+    virtual = tok.encode("the answer")
+    soft = base.weights()["model.tok_embeddings.embedding_weight"][virtual]
+    write_model_dir(str(tmp_path / "adapter"), base.spec, {"peft.prompt_embeddings": soft},
+                    meta={"base_model": base.path, "peft": {"method": "prompt",
+                                                            "num_virtual_tokens": len(virtual)}},
+                    tokenizer_dir=base.path, adapter=True)
+    write_rows(tmp_path / "in.jsonl", [{"prompt": " is"}, {"prompt": " one plus"}])
+    write_rows(tmp_path / "joined.jsonl", [{"prompt": "the answer is"}, {"prompt": "the answer one plus"}])
+    assert main(["generate", "--model", str(tmp_path / "adapter"), "--input", str(tmp_path / "in.jsonl"),
+                 "--output", str(tmp_path / "a.jsonl"), "--max-new-tokens", "6", "--raw"]) == 0
+    assert main(["generate", "--model", str(run_dir), "--input", str(tmp_path / "joined.jsonl"),
+                 "--output", str(tmp_path / "b.jsonl"), "--max-new-tokens", "6", "--raw"]) == 0
+    for joined, part in (("the answer is", " is"), ("the answer one plus", " one plus")):
+        assert tok.encode(joined) == virtual + tok.encode(part)          # the premise of the comparison
+    assert [r["output"] for r in read_rows(tmp_path / "a.jsonl")] == \
+        [r["output"] for r in read_rows(tmp_path / "b.jsonl")]
