@@ -7,8 +7,14 @@ import sys
 
 
 class MetricsLog:
-    def __init__(self, run_dir: str, resume_step: int = 0, tensorboard: bool = True):
+    """Writes nothing when `enabled` is false (every rank but 0 of a distributed run)."""
+
+    def __init__(self, run_dir: str, resume_step: int = 0, tensorboard: bool = True, enabled: bool = True):
         self.path = os.path.join(run_dir, "metrics.jsonl")
+        self.enabled = enabled
+        self.file = self.writer = None
+        if not enabled:
+            return
         self._truncate_after(resume_step)
         self.file = open(self.path, "a", encoding="utf-8")
         self.writer = None
@@ -30,6 +36,8 @@ class MetricsLog:
         os.replace(self.path + ".tmp", self.path)
 
     def log(self, row: dict):
+        if not self.enabled:
+            return
         # Strict JSON: a non-finite value (an overflowed step's grad norm) is written as null.
         row = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
         self.file.write(json.dumps(row) + "\n")
@@ -40,7 +48,8 @@ class MetricsLog:
                     self.writer.add_scalar(key, value, row["step"])
 
     def close(self):
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
         if self.writer is not None:
             self.writer.close()
 
@@ -58,7 +67,7 @@ def read_metrics(path: str) -> list:
     return rows
 
 
-def progress_bar(total: int, initial: int, desc: str):
+def progress_bar(total: int, initial: int, desc: str, enabled: bool = True):
     from tqdm import tqdm
     return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True,
-                disable=os.environ.get("MINDTUNE_NO_PROGRESS") == "1", file=sys.stderr)
+                disable=not enabled or os.environ.get("MINDTUNE_NO_PROGRESS") == "1", file=sys.stderr)

@@ -42,7 +42,8 @@ class TrainTask:
 
 
 class Trainer:
-    def __init__(self, config, run_dir: str, task: TrainTask, profile, desc: str = "train", world_size: int = 1):
+    def __init__(self, config, run_dir: str, task: TrainTask, profile, desc: str = "train", run=None):
+        """run: the stage's `Run` (rank, world size, parallel mode); None for a single process."""
         import mindspore as ms
         from mindformers.core.optim import AdamW
 
@@ -52,7 +53,9 @@ class Trainer:
         self.task = task
         self.desc = desc
         self.use_scaler = profile.needs_loss_scale
-        self.world_size = world_size
+        self.rank = run.rank if run else 0
+        # Data parallel averages gradients explicitly; semi-auto parallel inserts its own collectives.
+        self.reduce_gradients = bool(run and run.parallel_mode == "data_parallel")
         params = list(task.trainable)
         decay = [p for p in params if not task.no_decay(p.name)]
         no_decay = [p for p in params if task.no_decay(p.name)]
@@ -70,7 +73,7 @@ class Trainer:
         loss_cell, params, optimizer = self.task.loss_cell, self.optimizer.parameters, self.optimizer
         hyper = ops.HyperMap()
         # Under msrun data parallel, average gradients across ranks (a no-op on one device).
-        reducer = ms.nn.DistributedGradReducer(params, mean=True) if self.world_size > 1 else None
+        reducer = ms.nn.DistributedGradReducer(params, mean=True) if self.reduce_gradients else None
 
         def scaled_loss(scale, batch):
             loss, aux = loss_cell(*batch)
@@ -152,7 +155,8 @@ class Trainer:
 
     def resume(self) -> tuple:
         """(start_step, history) from the latest checkpoint, or (0, {}) for a fresh run."""
-        ckpt.clean_partial(self.run_dir)
+        if self.rank == 0:
+            ckpt.clean_partial(self.run_dir)
         found = ckpt.latest_checkpoint(self.run_dir) if self.cfg.resume == "auto" else None
         if not found:
             return 0, {}
@@ -183,11 +187,11 @@ class Trainer:
         ms = self.ms
         cfg = self.cfg
         start, history = self.resume()
-        metrics = MetricsLog(self.run_dir, resume_step=start)
+        metrics = MetricsLog(self.run_dir, resume_step=start, enabled=self.rank == 0)
         summary = {"resumed_from": start, "first_loss": history.get("first_loss"), "skipped_steps":
                    history.get("skipped_steps", 0)}
         self.task.loss_cell.set_train(True)
-        bar = progress_bar(cfg.max_steps, start, self.desc)
+        bar = progress_bar(cfg.max_steps, start, self.desc, enabled=self.rank == 0)
         max_norm = ms.Tensor(cfg.max_grad_norm if cfg.max_grad_norm > 0 else 1.0, ms.float32)
         timed_tokens, timed_seconds, last = 0, 0.0, {}
         try:
@@ -233,7 +237,7 @@ class Trainer:
                 last = row
                 bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
                 bar.update(1)
-                if (cfg.save_every and done % cfg.save_every == 0) or done == cfg.max_steps:
+                if self.rank == 0 and ((cfg.save_every and done % cfg.save_every == 0) or done == cfg.max_steps):
                     self.save(done, {"first_loss": summary["first_loss"], "skipped_steps": summary["skipped_steps"]})
                     maybe_kill("after_save", done)
         finally:

@@ -21,6 +21,18 @@ class Run:
     resolved: ResolvedModel
     world_size: int = 1
     rank: int = 0
+    parallel_mode: str = "stand_alone"
+
+    def sampler(self, num_rows: int) -> "EpochSampler":
+        """The training-data sampler for this process. Data parallel: each rank reads its own micro-batch of
+        the global batch. Semi-auto parallel (full_batch): every rank reads the whole global batch and the
+        operators' strategies slice it."""
+        cfg = self.config
+        if self.parallel_mode == "data_parallel":
+            return EpochSampler(num_rows, cfg.train.batch_size, cfg.seed, self.world_size, self.rank)
+        if self.parallel_mode == "semi_auto_parallel":
+            return EpochSampler(num_rows, cfg.train.batch_size * cfg.parallel.data_parallel, cfg.seed)
+        return EpochSampler(num_rows, cfg.train.batch_size, cfg.seed)
 
 
 def check_inputs(config, need_tokenizer: bool = True):
@@ -67,7 +79,11 @@ def prepare_run(config, checked=None) -> Run:
     if rank == 0:
         save_config(config, os.path.join(run_dir, "config.yaml"))
     setup_context(profile, config.train.graph_mode, config.seed)
-    return Run(config, run_dir, profile, resolved, world_size, rank)
+    mode = "stand_alone"
+    if world_size > 1:  # under msrun: the MindSpore auto-parallel context for the planned strategy
+        from mindtune.parallel.context import apply_parallel_context
+        mode = apply_parallel_context(config.parallel, world_size)["parallel_mode"]
+    return Run(config, run_dir, profile, resolved, world_size, rank, mode)
 
 
 def _distributed():

@@ -17,7 +17,7 @@ from mindtune.errors import CheckpointError
 from mindtune.models.heads import SCORE_HEAD, RewardModel, ScoreHead, split_head_weights
 from mindtune.peft import count_parameters
 from mindtune.rlhf.losses import pairwise_loss, pairwise_metrics
-from mindtune.stages.common import (EpochSampler, build_adapted, check_inputs, prepare_run, print_summary,
+from mindtune.stages.common import (build_adapted, check_inputs, prepare_run, print_summary,
                                     save_final)
 
 METRICS = ("accuracy", "reward_margin", "reward_mean", "reward_std")
@@ -112,7 +112,7 @@ def run(config) -> dict:
               f"trainable parameters {trainable:,} / {total + head.weight.size:,} "
               f"({100 * trainable / (total + head.weight.size):.3f}%, score head included)", flush=True)
 
-    sampler = EpochSampler(len(train), b, cfg.seed, run.world_size, run.rank)
+    sampler = run.sampler(len(train))
 
     def eval_batches():
         for i in range(0, len(held_out), b):
@@ -123,21 +123,29 @@ def run(config) -> dict:
                      train_batch=lambda k: pair_batch(train, sampler.indices(k), b, pad),
                      eval_batches=eval_batches if held_out else None,
                      tokens_in=lambda batch: int((batch[0] != pad).sum()))
-    summary = Trainer(cfg, run.run_dir, task, run.profile, desc="rm", world_size=run.world_size).fit()
-
     # Exact reward statistics over whole pairs (the engine's eval_* numbers are means of batch means).
     stats_set, split = (held_out, "data.eval") if held_out else (train, "data.train")
     n = min(len(stats_set), cfg.rm.stats_pairs)
     scorer = Scorer(reward_model, 2 * b, pad)
-    stats = reward_stats(scorer(stats_set.chosen[:n], stats_set.chosen_last[:n]),
-                         scorer(stats_set.rejected[:n], stats_set.rejected_last[:n]))
+
+    def measure():
+        return reward_stats(scorer(stats_set.chosen[:n], stats_set.chosen_last[:n]),
+                            scorer(stats_set.rejected[:n], stats_set.rejected_last[:n]))
+
+    # before training: what the base model plus the untrained head already gets right
+    initial = measure() if cfg.rm.stats_at_start else None
+    summary = Trainer(cfg, run.run_dir, task, run.profile, desc="rm", run=run).fit()
+    stats = measure()
     stats.update(split=split, max_length=cfg.data.max_length, head=SCORE_HEAD)
+    if initial:
+        stats["initial_accuracy"] = initial["accuracy"]
     summary["reward_stats"] = stats
     if run.rank == 0:
         save_final(run, adapted, extra_weights=head.weights(), meta={"reward_model": stats})
-    print_summary(run, summary, extra=f"reward model on {n} pairs of {split}: accuracy {stats['accuracy']:.3f}, "
-                                      f"mean margin {stats['margin']:.3f}, rewards {stats['reward_mean']:.3f} "
-                                      f"+- {stats['reward_std']:.3f}")
+    start = f" (before training {initial['accuracy']:.3f})" if initial else ""
+    print_summary(run, summary, extra=f"reward model on {n} pairs of {split}: accuracy {stats['accuracy']:.3f}"
+                                      f"{start}, mean margin {stats['margin']:.3f}, rewards "
+                                      f"{stats['reward_mean']:.3f} +- {stats['reward_std']:.3f}")
     return summary
 
 

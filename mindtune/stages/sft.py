@@ -6,7 +6,7 @@ from mindtune.data.sft import load_sft
 from mindtune.engine.losses import CausalLMLoss
 from mindtune.engine.trainer import Trainer, TrainTask
 from mindtune.peft import count_parameters
-from mindtune.stages.common import (EpochSampler, build_adapted, check_inputs, prepare_run, print_summary,
+from mindtune.stages.common import (build_adapted, check_inputs, prepare_run, print_summary,
                                     save_final)
 
 
@@ -27,7 +27,7 @@ def run(config) -> dict:
         print(f"sft: {len(train_x)} training rows ({dropped} dropped as too long), peft={cfg.peft.method}, "
               f"trainable parameters {trainable:,} / {total:,} ({100 * trainable / total:.3f}%)", flush=True)
 
-    sampler = EpochSampler(len(train_x), cfg.train.batch_size, cfg.seed, run.world_size, run.rank)
+    sampler = run.sampler(len(train_x))
 
     def train_batch(k):
         idx = sampler.indices(k)
@@ -43,7 +43,7 @@ def run(config) -> dict:
                      trainable=adapted.trainable, train_batch=train_batch,
                      eval_batches=eval_batches if eval_set else None,
                      tokens_in=lambda batch: int((batch[0] != pad).sum()))
-    summary = Trainer(cfg, run.run_dir, task, run.profile, desc="sft", world_size=run.world_size).fit()
+    summary = Trainer(cfg, run.run_dir, task, run.profile, desc="sft", run=run).fit()
     if run.rank == 0:
         save_final(run, adapted)
     print_summary(run, summary)
