@@ -160,9 +160,12 @@ class RMConfig:
         rewards near zero (0 disables it; 0.01 is a common value).
     stats_pairs: after training, rewards of at most this many pairs (the eval file if given, else the training
         file) give the reward mean and std saved with the model for PPO to normalise by.
+    stats_at_start: also measure the accuracy on those pairs before training (the base model plus the untrained
+        head), saved as initial_accuracy: shows how much of the preference the base model already encodes.
     """
     center_rewards_coef: float = opt(0.0, min=0.0)
     stats_pairs: int = opt(1024, min=1)
+    stats_at_start: bool = opt(False)
 
 
 @dataclass

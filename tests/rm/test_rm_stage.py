@@ -95,9 +95,10 @@ def test_score_command_reproduces_the_held_out_numbers(full_run, tmp_path):
 def test_lora_reward_model_is_an_adapter_that_score_loads(tmp_path):
     out = tmp_path / "lora"
     assert train(out, "peft.method=lora", "peft.rank=8", "train.max_steps=15", "train.lr=1.0e-2",
-                 "data.eval_rows=12", "train.log_every=5") == 0
+                 "data.eval_rows=12", "train.log_every=5", "rm.stats_at_start=true") == 0
     meta = json.load(open(out / "model" / "mindtune_model.json"))
     assert meta["format"] == "mindtune-adapter" and meta["base_model"] == "tiny"
+    assert 0 <= meta["reward_model"]["initial_accuracy"] <= 1 and meta["reward_model"]["pairs"] == 12
     from mindtune.models.model_dir import read_model_dir
     saved = read_model_dir(str(out / "model")).weights()
     assert "score_head.weight" in saved and all("lora" in k for k in saved if k != "score_head.weight")
