@@ -130,3 +130,22 @@ def test_bad_peft_input_is_one_clear_error(weights, keys, saved, error, message)
     with pytest.raises(error, match=message.replace("(", r"\(")) as info:
         apply_peft(build_lm(weights, cfg), cfg, SPEC, saved=saved, where="RUN/model")
     assert "\n" not in str(info.value)
+
+
+def test_ptuning_mlp_encoder_folds_to_the_prompt_the_network_uses(weights):
+    """The MLP prompt encoder (the LSTM one is trained in test_peft_methods): its folded export is exactly the
+    soft prompt in front of the tokens."""
+    import mindspore as ms
+
+    from mindtune.peft import adapter_weights, apply_peft
+    from mindtune.peft.virtual import PROMPT_EMBEDDINGS
+
+    cfg = PeftConfig(method="ptuning", num_virtual_tokens=3, encoder="mlp", encoder_hidden_size=16)
+    _, adapted = adapt(weights, cfg, seed=2)
+    assert any("head.4.weight" in p.name for p in adapted.trainable)     # linear-relu-linear-relu-linear
+    ids = ms.Tensor(np.random.default_rng(0).integers(3, SPEC.vocab_size, (2, 12)).astype(np.int32))
+    logits = adapted.network(ids)[0].asnumpy()
+    folded = adapter_weights(adapted)
+    assert list(folded) == [PROMPT_EMBEDDINGS] and folded[PROMPT_EMBEDDINGS].shape == (3, SPEC.hidden_size)
+    again = apply_peft(build_lm(weights, cfg), cfg, SPEC, saved=folded)
+    assert rel_err(again.network(ids)[0].asnumpy(), logits) < 1e-5

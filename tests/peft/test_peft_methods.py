@@ -15,7 +15,6 @@ CASES = {
     "lora": (dict(method="lora", rank=4, alpha=8, target_modules=["wq", "wv", "w2"]), 1e-2),
     "prefix": (dict(method="prefix", num_virtual_tokens=4, encoder_hidden_size=32), 3e-3),
     "ptuning_lstm": (dict(method="ptuning", num_virtual_tokens=4, encoder="lstm", encoder_hidden_size=16), 3e-3),
-    "ptuning_mlp": (dict(method="ptuning", num_virtual_tokens=4, encoder="mlp", encoder_hidden_size=32), 3e-3),
     "ptuning_v2": (dict(method="ptuning_v2", num_virtual_tokens=4), 5e-2),
     "prompt": (dict(method="prompt", num_virtual_tokens=4, prompt_init="vocab"), 5e-2),
     "adapter": (dict(method="adapter", adapter_size=8), 1e-2),

@@ -31,8 +31,8 @@ def lms(weights):
     return {seq: build_lm(weights, seq=seq) for seq in (8, 12)}
 
 
-@pytest.mark.parametrize("method", ["prefix", "ptuning_v2"])
-@pytest.mark.parametrize("num_virtual", [1, 4])
+# both methods load saved prefixes through the same plain-prefix path; each is checked at one prompt length
+@pytest.mark.parametrize("method, num_virtual", [("prefix", 1), ("ptuning_v2", 4)])
 def test_prefix_widens_the_mask_by_its_length_and_ignores_padding(weights, lms, method, num_virtual):
     import mindspore as ms
 
