@@ -65,6 +65,9 @@ def setup_context(profile: DeviceProfile, graph_mode: bool = True, seed: int = 0
             raise ConfigError("the device cannot change inside one process")
     os.environ.setdefault("GLOG_v", "3")
     ms.set_context(mode=ms.GRAPH_MODE if graph_mode else ms.PYNATIVE_MODE, device_target=profile.device_target)
+    if not profile.is_cpu:  # the planner's memory limit is the runtime's
+        from mindtune.parallel.hardware import get_hardware
+        ms.set_context(max_device_memory=f"{get_hardware(profile.name).usable_gb:g}GB")
     ms.set_seed(seed)
     shims.apply(profile)
     _context_done["key"] = key

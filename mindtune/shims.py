@@ -19,15 +19,22 @@ def quiet_environment():
     os.environ.setdefault("LOCAL_DEFAULT_PATH", os.path.join(tempfile.gettempdir(), "mindtune-mindformers"))
 
 
+_done = {}
+
+
 def quiet_mindformers_logger():
     """mindformers 1.9.0 logs every module build at INFO to stdout, and warns at import about optional
     packages it cannot find (hyper_parallel). Shim: import it with stdout captured, then point its handlers
-    back at stdout at ERROR level.
+    at the process's real stdout (sys.__stdout__, which no test runner swaps out and closes) at ERROR level.
+    Done once per process.
     """
     import contextlib
     import io
     import sys
 
+    if _done.get("mindformers_logger"):
+        return
+    _done["mindformers_logger"] = True
     with contextlib.redirect_stdout(io.StringIO()):
         from mindformers.tools.logger import get_logger
         mf_logger = get_logger()
@@ -39,7 +46,7 @@ def quiet_mindformers_logger():
             continue
         handler.setLevel(logging.ERROR)
         if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
-            handler.setStream(sys.stdout)
+            handler.setStream(sys.__stdout__)
 
 
 def apply(profile):
