@@ -55,12 +55,20 @@ def extra_positions(cfg) -> int:
     return getattr(module, "extra_positions", lambda c: 0)(cfg)
 
 
+def check(cfg):
+    """What can be checked in a PeftConfig without a model (for `mindtune validate`); raises ConfigError."""
+    _module(cfg.method)
+    if cfg.method == "prompt" and cfg.prompt_init == "text" and not cfg.prompt_init_text:
+        raise ConfigError("peft.prompt_init_text: required when peft.prompt_init is text")
+
+
 def apply_peft(lm, cfg, spec, *, tokenizer=None, seed: int = 0, saved: Optional[dict] = None,
                where: str = "adapter") -> Adapted:
     """Adapt `lm` (a CausalLM) by `cfg` (a PeftConfig) and freeze what the method does not train.
 
     tokenizer: the model tokenizer (prompt tuning initialised from a text). seed: for new tensors drawn with
     numpy. saved: tensors of a saved adapter directory (`where`) to load onto the adapted model.
+    Apply before `lm` is first called: methods change cells in place, and MindSpore keeps a called cell's graph.
     """
     adapted = _module(cfg.method).apply(lm, cfg, spec, tokenizer=tokenizer, seed=seed, saved=saved, where=where)
     trainable = {id(p) for p in adapted.trainable}
