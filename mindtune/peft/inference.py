@@ -50,7 +50,7 @@ def _fold(resolved, seed: int):
     if resolved.model_dir is None or not resolved.model_dir.is_adapter:
         return resolved.spec, resolved.base_weights(seed), {}, "none"
     cfg, saved = read_adapter(resolved)
-    base = resolved.base_weights(resolved.model_dir.meta.get("base_seed", seed))
+    base = _base_weights(resolved, seed)
     spec, where = resolved.spec, resolved.source
     if cfg.method == "lora":
         from mindtune.peft.lora import merge_arrays
@@ -70,6 +70,18 @@ def _fold(resolved, seed: int):
         return spec, base, {"prefix_kv": [(kv[i, 0], kv[i, 1]) for i in range(kv.shape[0])]}, cfg.method
     raise CheckpointError(f"{where}: a {cfg.method!r} adapter cannot be used for generation: its bottleneck "
                           "layers do not fold into the Llama weights and the generator has no adapter layers")
+
+
+def _base_weights(resolved, seed: int) -> dict:
+    """The adapter's base weights. A preset base (random weights) is redrawn with the adapter's own spec, which
+    carries the run's `model.spec` overrides (the preset's spec alone would give the wrong shapes)."""
+    from mindtune.models.build import random_weights
+    from mindtune.models.spec import PRESETS
+
+    meta = resolved.model_dir.meta
+    if meta["base_model"] in PRESETS:
+        return random_weights(resolved.spec, meta.get("base_seed", seed))
+    return resolved.base_weights(seed)
 
 
 def inference_weights(path: str, seed: int = 0):

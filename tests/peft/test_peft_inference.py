@@ -149,3 +149,25 @@ def test_ptuning_mlp_encoder_folds_to_the_prompt_the_network_uses(weights):
     assert list(folded) == [PROMPT_EMBEDDINGS] and folded[PROMPT_EMBEDDINGS].shape == (3, SPEC.hidden_size)
     again = apply_peft(build_lm(weights, cfg), cfg, SPEC, saved=folded)
     assert rel_err(again.network(ids)[0].asnumpy(), logits) < 1e-5
+
+
+def test_preset_base_with_spec_overrides_is_redrawn_with_the_adapter_spec(tmp_path):
+    """A run on `model.path: tiny` with `model.spec` overrides saves its adapter with the overridden spec; the
+    base weights for generation must have that spec's shapes (the bare preset's would not fit)."""
+    from dataclasses import replace
+
+    from mindtune.models.build import random_weights
+    from mindtune.models.model_dir import write_model_dir
+    from mindtune.peft import inference_weights
+    from mindtune.peft.virtual import PROMPT_EMBEDDINGS
+
+    spec = replace(SPEC, num_layers=3, hidden_size=32, num_heads=2, num_kv_heads=1, intermediate_size=48)
+    cfg = PeftConfig(method="prompt", num_virtual_tokens=2)
+    path = write_model_dir(str(tmp_path / "a"), spec, {PROMPT_EMBEDDINGS: np.ones((2, 32), np.float32)},
+                           {"base_model": "tiny", "base_seed": 5, "peft": dataclasses.asdict(cfg)}, adapter=True)
+    got_spec, got, extras = inference_weights(path)
+    assert got_spec == spec and extras["soft_prompt"].shape == (2, 32)
+    expected = random_weights(spec, 5)
+    assert sorted(got) == sorted(expected)
+    np.testing.assert_array_equal(got["model.layers.2.feed_forward.w1.weight"],
+                                  expected["model.layers.2.feed_forward.w1.weight"])
