@@ -18,8 +18,10 @@ from mindtune.errors import CheckpointError
 
 
 def fused_weights(spec, weights: dict, dtype=np.float32) -> dict:
-    """The decoder's parameters from MindFormers-named weights: q/k/v and gate/up fused into one matrix each
-    (fewer, larger matmuls), matrices pre-transposed to [in, out]."""
+    """The decoder's parameters from MindFormers-named weights, arranged for few kernels per step: q/k/v and
+    gate/up fused into one matrix each, matrices pre-transposed to [in, out], each RMSNorm weight folded into the
+    rows of the matrix that consumes the normalised activations, and the 1/sqrt(head_dim) score scale folded
+    into the q columns (rotary is linear, so scaling q before it is the same)."""
     def get(name):
         if name not in weights:
             raise CheckpointError(f"generation weights: missing tensor {name!r}")
@@ -28,38 +30,40 @@ def fused_weights(spec, weights: dict, dtype=np.float32) -> dict:
     out = {}
     emb = get("model.tok_embeddings.embedding_weight")
     head = emb if spec.tie_word_embeddings else get("lm_head.weight")
-    out["lm_head"] = np.ascontiguousarray(head.T)
-    out["norm_out"] = get("model.norm_out.weight")
-    scale = np.float32(1.0 / np.sqrt(spec.head_dim))   # the attention score scale, folded into q
+    out["lm_head"] = np.ascontiguousarray(head.T * get("model.norm_out.weight")[:, None])
+    scale = np.float32(1.0 / np.sqrt(spec.head_dim))
     for i in range(spec.num_layers):
         p = f"model.layers.{i}."
         qkv = np.concatenate([get(p + "attention.wq.weight") * scale, get(p + "attention.wk.weight"),
                               get(p + "attention.wv.weight")], axis=0)
-        out[f"l{i}.qkv"] = np.ascontiguousarray(qkv.T)
+        out[f"l{i}.qkv"] = np.ascontiguousarray(qkv.T * get(p + "attention_norm.weight")[:, None])
         if spec.qkv_bias:
             out[f"l{i}.qkv_bias"] = np.concatenate([get(p + "attention.wq.bias") * scale,
                                                     get(p + "attention.wk.bias"), get(p + "attention.wv.bias")])
         out[f"l{i}.wo"] = np.ascontiguousarray(get(p + "attention.wo.weight").T)
         gate_up = np.concatenate([get(p + "feed_forward.w1.weight"), get(p + "feed_forward.w3.weight")], axis=0)
-        out[f"l{i}.gate_up"] = np.ascontiguousarray(gate_up.T)
+        out[f"l{i}.gate_up"] = np.ascontiguousarray(gate_up.T * get(p + "ffn_norm.weight")[:, None])
         out[f"l{i}.down"] = np.ascontiguousarray(get(p + "feed_forward.w2.weight").T)
-        out[f"l{i}.attn_norm"] = get(p + "attention_norm.weight")
-        out[f"l{i}.ffn_norm"] = get(p + "ffn_norm.weight")
     return {k: v.astype(dtype) if v.ndim == 2 else v for k, v in out.items()}
 
 
 class RMSNorm(nn.Cell):
-    def __init__(self, weight, eps):
+    """x / sqrt(mean(x^2) + eps); the weight lives in the next matrix (see `fused_weights`). Ascend profiles use
+    the fused RmsNorm kernel (none exists on CPU)."""
+
+    def __init__(self, hidden, eps, fused=False):
         super().__init__()
-        self.weight = weight
         self.eps = eps
+        self.fused = fused
+        self.ones = Tensor(np.ones(hidden, np.float32)) if fused else None
 
     def construct(self, x):
+        if self.fused:
+            return ops.rms_norm(x, self.ones.astype(x.dtype), self.eps)[0]
         if x.dtype == ms.float32:
-            return x * ops.rsqrt(ops.mean(x * x, -1, keep_dims=True) + self.eps) * self.weight
+            return x * ops.rsqrt(ops.mean(x * x, -1, keep_dims=True) + self.eps)
         xf = x.astype(ms.float32)
-        xf = xf * ops.rsqrt(ops.mean(xf * xf, -1, keep_dims=True) + self.eps)
-        return (xf * self.weight).astype(x.dtype)
+        return (xf * ops.rsqrt(ops.mean(xf * xf, -1, keep_dims=True) + self.eps)).astype(x.dtype)
 
 
 class DecoderLayer(nn.Cell):
@@ -67,7 +71,7 @@ class DecoderLayer(nn.Cell):
     CPU): q and k are rotated together, rotate-half is one matmul with a constant matrix, the 1/sqrt(d) score
     scale is folded into the q weights (see `fused_weights`), and a one-token step needs no transposes."""
 
-    def __init__(self, spec, params, index, batch, max_len, dtype):
+    def __init__(self, spec, params, index, batch, max_len, dtype, fused_norm=False):
         super().__init__()
         self.nq, self.nkv, self.hd = spec.num_heads, spec.num_kv_heads, spec.head_dim
         self.group = self.nq // self.nkv
@@ -78,8 +82,7 @@ class DecoderLayer(nn.Cell):
         self.wo = g[f"l{index}.wo"]
         self.gate_up = g[f"l{index}.gate_up"]
         self.down = g[f"l{index}.down"]
-        self.attn_norm = RMSNorm(g[f"l{index}.attn_norm"], spec.rms_norm_eps)
-        self.ffn_norm = RMSNorm(g[f"l{index}.ffn_norm"], spec.rms_norm_eps)
+        self.norm = RMSNorm(spec.hidden_size, spec.rms_norm_eps, fused_norm)
         shape = (batch, self.nkv, max_len, self.hd)
         self.k_cache = Parameter(Tensor(np.zeros(shape), dtype), name=f"k_cache{index}", requires_grad=False)
         self.v_cache = Parameter(Tensor(np.zeros(shape), dtype), name=f"v_cache{index}", requires_grad=False)
@@ -93,19 +96,20 @@ class DecoderLayer(nn.Cell):
         """x: [B*S, hidden] (2-D, so every projection is one plain matmul, no broadcast weight copies)."""
         b, s = cos.shape[0], cos.shape[1]
         nq, nkv, hd = self.nq, self.nkv, self.hd
-        qkv = self.matmul(self.attn_norm(x), self.qkv)
+        qkv = self.matmul(self.norm(x), self.qkv)
         if self.qkv_bias is not None:
             qkv = qkv + self.qkv_bias
-        qk = qkv[:, :(nq + nkv) * hd].reshape(b, s, nq + nkv, hd)
+        qk, v = ops.split(qkv, ((nq + nkv) * hd, nkv * hd), 1)
+        qk = qk.reshape(b, s, nq + nkv, hd)
         qk = qk * cos + ops.matmul(qk, rotate) * sin               # rotary on q and k at once
-        v = qkv[:, (nq + nkv) * hd:]
+        q, k = ops.split(qk, (nq, nkv), 2)
         if s == 1:   # one token: [B, 1, heads, hd] is already [B, heads, 1, hd] in memory
-            q = qk[:, :, :nq].reshape(b, nkv, self.group, hd)
-            k = qk[:, :, nq:].reshape(b, nkv, 1, hd)
+            q = q.reshape(b, nkv, self.group, hd)
+            k = k.reshape(b, nkv, 1, hd)
             v = v.reshape(b, nkv, 1, hd)
         else:
-            q = qk[:, :, :nq].transpose(0, 2, 1, 3).reshape(b, nkv, self.group * s, hd)
-            k = qk[:, :, nq:].transpose(0, 2, 1, 3)
+            q = q.transpose(0, 2, 1, 3).reshape(b, nkv, self.group * s, hd)
+            k = k.transpose(0, 2, 1, 3)
             v = v.reshape(b, s, nkv, hd).transpose(0, 2, 1, 3)
         # write the new keys/values into their slots, then attend over the whole cache
         k_all = ops.depend(self.k_cache, self.scatter(self.k_cache, slots, k))
@@ -123,8 +127,8 @@ class DecoderLayer(nn.Cell):
         else:
             attn = attn.reshape(b, nq, s, hd).transpose(0, 2, 1, 3).reshape(b * s, nq * hd)
         x = x + self.matmul(attn, self.wo)
-        gate_up = self.matmul(self.ffn_norm(x), self.gate_up)
-        return x + self.matmul(ops.silu(gate_up[:, :self.ffn]) * gate_up[:, self.ffn:], self.down)
+        gate, up = ops.split(self.matmul(self.norm(x), self.gate_up), (self.ffn, self.ffn), 1)
+        return x + self.matmul(ops.silu(gate) * up, self.down)
 
 
 class CachedDecoder(nn.Cell):
@@ -137,15 +141,15 @@ class CachedDecoder(nn.Cell):
     Returns float32 logits of the last new token, [B, vocab].
     """
 
-    def __init__(self, spec, weights: dict, batch: int, max_len: int, dtype=ms.float32):
+    def __init__(self, spec, weights: dict, batch: int, max_len: int, dtype=ms.float32, fused_norm=False):
         super().__init__()
         np_dtype = np.float16 if dtype == ms.float16 else np.float32
         arrays = fused_weights(spec, weights, np_dtype)
         self.params = {k: Parameter(Tensor(v, dtype if v.ndim == 2 else ms.float32), name=k, requires_grad=False)
                        for k, v in arrays.items()}
-        self.layers = nn.CellList([DecoderLayer(spec, self.params, i, batch, max_len, dtype)
+        self.layers = nn.CellList([DecoderLayer(spec, self.params, i, batch, max_len, dtype, fused_norm)
                                    for i in range(spec.num_layers)])
-        self.norm = RMSNorm(self.params["norm_out"], spec.rms_norm_eps)
+        self.norm = RMSNorm(spec.hidden_size, spec.rms_norm_eps, fused_norm)
         # rotate-half as a matrix: x @ rotate = concat(-x2, x1)
         half = spec.head_dim // 2
         rotate = np.zeros((spec.head_dim, spec.head_dim), np.float32)

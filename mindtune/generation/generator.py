@@ -88,7 +88,9 @@ class Generator:
             if self.profile is not None and self.profile.compute_dtype in ("float16", "bfloat16"):
                 dtype = ms.float16
             self._capacity = _round_up(length, 128)
-            self._decoder = CachedDecoder(self.spec, self.weights, self.batch_size, self._capacity, dtype)
+            fused_norm = self.profile is not None and self.profile.fused_rms_norm
+            self._decoder = CachedDecoder(self.spec, self.weights, self.batch_size, self._capacity, dtype,
+                                          fused_norm)
             self._decoder.set_train(False)
         return self._decoder
 
