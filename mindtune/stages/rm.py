@@ -113,20 +113,21 @@ def run(config) -> dict:
               f"({100 * trainable / (total + head.weight.size):.3f}%, score head included)", flush=True)
 
     sampler = run.sampler(len(train))
+    pairs = sampler.batch  # pairs per compiled step: b, or the global batch under semi-auto parallel
 
     def eval_batches():
-        for i in range(0, len(held_out), b):
-            yield pair_batch(held_out, np.arange(i, min(i + b, len(held_out))), b, pad)
+        for i in range(0, len(held_out), pairs):
+            yield pair_batch(held_out, np.arange(i, min(i + pairs, len(held_out))), pairs, pad)
 
     task = TrainTask(loss_cell=PairwiseRewardLoss(reward_model, cfg.rm.center_rewards_coef), aux_names=METRICS,
                      trainable=list(adapted.trainable) + [head.weight],
-                     train_batch=lambda k: pair_batch(train, sampler.indices(k), b, pad),
+                     train_batch=lambda k: pair_batch(train, sampler.indices(k), pairs, pad),
                      eval_batches=eval_batches if held_out else None,
                      tokens_in=lambda batch: int((batch[0] != pad).sum()))
     # Exact reward statistics over whole pairs (the engine's eval_* numbers are means of batch means).
     stats_set, split = (held_out, "data.eval") if held_out else (train, "data.train")
     n = min(len(stats_set), cfg.rm.stats_pairs)
-    scorer = Scorer(reward_model, 2 * b, pad)
+    scorer = Scorer(reward_model, 2 * pairs, pad)
 
     def measure():
         return reward_stats(scorer(stats_set.chosen[:n], stats_set.chosen_last[:n]),
