@@ -15,7 +15,8 @@ from mindtune.models.convert.tokenizer import choose_pad_token
 from mindtune.models.spec import ModelSpec
 
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
-SKIPPED = ("rotary_emb.inv_freq",)  # buffers some old checkpoints saved; recomputed from rope_theta
+SKIPPED = ("rotary_emb.inv_freq",)
+_FLOATS = {"F16": np.float16, "F32": np.float32, "F64": np.float64}  # buffers some old checkpoints saved; recomputed from rope_theta
 
 
 def _read_json(path):
@@ -64,27 +65,28 @@ def spec_from_config(config: dict, where: str, max_position: int = 0) -> ModelSp
 
 
 def _load_safetensors(path: str) -> dict:
-    """numpy float32 arrays; bfloat16 (which numpy lacks) is widened from its raw bytes."""
+    """numpy float32-compatible arrays; bfloat16 (which numpy lacks) is widened from its raw bytes, which
+    `safetensors.deserialize` hands over together with dtype and shape."""
     from safetensors import SafetensorError, deserialize, safe_open
 
     try:
         with safe_open(path, framework="np") as f:
-            names = list(f.keys())
-            dtypes = {n: f.get_slice(n).get_dtype() for n in names}
-            if "BF16" not in dtypes.values():
-                return {n: f.get_tensor(n) for n in names}
+            if all(f.get_slice(n).get_dtype() != "BF16" for n in f.keys()):
+                return {n: f.get_tensor(n) for n in f.keys()}
         with open(path, "rb") as f:
             raw = deserialize(f.read())
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{path}: unreadable safetensors file ({exc})") from None
     out = {}
     for name, info in raw:
-        if info["dtype"].upper() in ("BF16", "BFLOAT16"):
-            half = np.frombuffer(bytes(info["data"]), np.uint16).astype(np.uint32) << 16
-            out[name] = half.view(np.float32).reshape(info["shape"])
+        data, dtype = bytes(info["data"]), info["dtype"].upper()
+        if dtype == "BF16":   # the upper half of a float32
+            array = (np.frombuffer(data, np.uint16).astype(np.uint32) << 16).view(np.float32)
+        elif dtype in _FLOATS:
+            array = np.frombuffer(data, _FLOATS[dtype])
         else:
-            with safe_open(path, framework="np") as f:
-                out[name] = f.get_tensor(name)
+            raise CheckpointError(f"{path}: tensor {name!r} has dtype {dtype}, not a floating-point weight")
+        out[name] = array.reshape(info["shape"])
     return out
 
 
