@@ -195,3 +195,11 @@ def load_reward_model(path: str, profile, batch_size: int, seq_length: int = 0, 
     head = ScoreHead(resolved.spec.hidden_size, name=stats.get("head", SCORE_HEAD))
     head.load(head_weights, model_dir.path)
     return RewardModel(network, head), resolved, stats
+
+
+def check_rows(rows):
+    """Row-format check for `mindtune validate`: every row must be a preference pair (raises with file:line)."""
+    from mindtune.data.preference import preference_pair
+
+    for where, row in rows:
+        preference_pair(row, where)

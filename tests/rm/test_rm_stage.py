@@ -123,6 +123,8 @@ def test_bad_rows_fail_the_cli_with_file_and_line(tmp_path, capsys, row, message
     assert err.startswith("mindtune train: error: ") and f"{bad}:2: " in err and message in err
     assert "\n" not in err
     assert not out.exists()   # rows are checked before the run directory is made
+    assert main(["validate", CONFIG, f"data.train={bad}", f"data.eval={EVAL}"]) == 2
+    assert f"{bad}:2: " in capsys.readouterr().err
 
 
 def test_score_errors(full_run, tmp_path, capsys):
