@@ -69,6 +69,7 @@ class Generator:
         self.embedding = np.asarray(weights["model.tok_embeddings.embedding_weight"], np.float32)
         self._decoder = None
         self._capacity = 0
+        self._prefix_cached = False
 
     # ---- weights -------------------------------------------------------------------------------------------
     def update_weights(self, weights: dict):
@@ -92,6 +93,7 @@ class Generator:
             self._decoder = CachedDecoder(self.spec, self.weights, self.batch_size, self._capacity, dtype,
                                           fused_norm)
             self._decoder.set_train(False)
+            self._prefix_cached = False
         return self._decoder
 
     # ---- generation ----------------------------------------------------------------------------------------
@@ -140,7 +142,10 @@ class Generator:
                               f"{spec.max_position} positions")
         decoder = self._decoder_for(needed)
         length = self._capacity
-        decoder.reset_cache(prefix_kv)
+        if prefix_kv is not None or self._prefix_cached:
+            # stale slots from earlier calls are masked and need no clearing; prefix slots are (re)written
+            decoder.reset_cache(prefix_kv)
+            self._prefix_cached = prefix_kv is not None
 
         # host state: prompt block left-padded at slots [n_prefix, n_prefix + block)
         pad = block - row_len
