@@ -26,7 +26,8 @@ def run(args) -> int:
 
     output_dir = args.output_dir or _free_dir("runs/demo")
     config = load_config(None, demo_overrides(output_dir) + list(args.overrides), defaults=DEMO)
-    print(f"mindtune demo: LoRA SFT of a tiny {config.model.path!r} Llama on CPU -> {config.output_dir}")
+    method = "full" if config.peft.method == "none" else config.peft.method
+    print(f"mindtune demo: SFT ({method}) of a tiny random Llama on CPU -> {config.output_dir}")
     run_stage(config)
     return 0
 

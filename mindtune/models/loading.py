@@ -27,8 +27,10 @@ class ResolvedModel:
         if self.model_dir is None:
             return random_weights(self.spec, seed)
         if self.model_dir.is_adapter:
-            return resolve_model(self.model_dir.meta["base_model"]).base_weights(
-                self.model_dir.meta.get("base_seed", seed))
+            base, base_seed = self.model_dir.meta["base_model"], self.model_dir.meta.get("base_seed", seed)
+            if base in PRESETS:  # a preset base is redrawn with the adapter's own spec (its model.spec overrides)
+                return random_weights(self.spec, base_seed)
+            return resolve_model(base).base_weights(base_seed)
         return self.model_dir.weights()
 
 

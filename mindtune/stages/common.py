@@ -47,6 +47,8 @@ def check_inputs(config, need_tokenizer: bool = True):
             raise ConfigError("data.train is required")
         if path is not None and not os.path.isfile(path):
             raise DataError(f"data.{key}: data file not found: {path}")
+    from mindtune import peft
+    peft.check(config.peft)
     if config.data.packing:
         raise ConfigError("data.packing: MindFormers' legacy Llama applies an explicit attention mask only with "
                           "flash attention (Ascend); packing is not available on this path, use padding")

@@ -115,3 +115,16 @@ def test_resume_never_refuses_a_used_directory(cli, config_file, tmp_path):
     code, _, stderr = train(cli, config_file, out, "train.resume=never")
     assert code == 2 and "not empty" in stderr
     assert sorted(os.listdir(out)) == ["notes.txt"]
+
+
+def test_training_continues_from_an_adapter_of_a_resized_preset(cli, config_file, tmp_path):
+    """An adapter directory is a valid model.path, also when its base is a preset with model.spec overrides."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    args = ("peft.method=lora", "train.max_steps=3", "model.spec={num_layers: 3, hidden_size: 96, num_heads: 4, "
+            "num_kv_heads: 2, intermediate_size: 160}")
+    assert train(cli, config_file, first, *args)[0] == 0
+    code, stdout, stderr = train(cli, config_file, second, "peft.method=lora", "train.max_steps=3",
+                                 f"model.path={first / 'model'}", "model.spec={}")
+    assert code == 0, stderr
+    meta = json.loads((second / "model" / "mindtune_model.json").read_text())
+    assert meta["format"] == "mindtune-adapter" and meta["base_model"] == "tiny" and meta["spec"]["num_layers"] == 3
