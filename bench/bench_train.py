@@ -74,6 +74,16 @@ def main():
     p.add_argument("--steps", type=int, default=5)
     a = p.parse_args()
     methods = {"lora": "lora", "full": "none"}
+    if "," in a.what:  # one process per method: a MindSpore process keeps its memory pool (see bench/README.md)
+        merged = {}
+        for what in a.what.split(","):
+            argv = [sys.executable, __file__, "--model", a.model, "--gguf", a.gguf, "--what", what, "--seq",
+                    str(a.seq), "--bs", str(a.bs), "--steps", str(a.steps)]
+            part = json.loads(subprocess.run(argv, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+            for key, value in part.items():
+                merged.setdefault(key, {}).update(value) if isinstance(value, dict) else merged.update({key: value})
+        print(json.dumps(merged))
+        return 0
     result = {"shapes": {"seq": a.seq, "bs": a.bs, "steps": a.steps}}
     for what in a.what.split(","):
         result.setdefault("mindtune", {})[what] = mindtune_step_times(a.model, methods[what], a.seq, a.bs, a.steps)
