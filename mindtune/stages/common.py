@@ -77,6 +77,9 @@ def prepare_run(config, checked=None) -> Run:
         if found:
             ckpt.verify_checkpoint(found[1])
     world_size, rank = _distributed()
+    if world_size == 1 and config.parallel.device_num > 1:
+        raise ConfigError(f"parallel: the plan needs {config.parallel.device_num} devices but this process runs "
+                          f"alone; launch it with scripts/msrun_launcher.sh --workers {config.parallel.device_num}")
     os.makedirs(run_dir, exist_ok=True)
     if rank == 0:
         save_config(config, os.path.join(run_dir, "config.yaml"))

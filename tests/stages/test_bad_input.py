@@ -54,6 +54,8 @@ def make_case(tmp_path, assets, name):
     elif name == "bad_lora_targets":
         overrides = ["peft.method=lora", "peft.target_modules=[nothing_matches]"]
         expected = "peft.target_modules"
+    elif name == "parallel_without_launcher":
+        overrides = ["parallel.data_parallel=2"]; expected = "launch it with scripts/msrun_launcher.sh --workers 2"
     elif name == "corrupt_checkpoint":
         ck = out / "checkpoints" / "step_000001"
         ck.mkdir(parents=True)
@@ -66,7 +68,8 @@ def make_case(tmp_path, assets, name):
 
 CASES = ["unknown_key", "wrong_type", "out_of_range", "missing_data_file", "missing_model_dir",
          "model_dir_without_meta", "malformed_row", "missing_field", "bad_yaml", "missing_base", "bad_override",
-         "bf16_on_cpu", "unknown_stage", "packing_on_cpu", "bad_lora_targets", "corrupt_checkpoint"]
+         "bf16_on_cpu", "unknown_stage", "packing_on_cpu", "bad_lora_targets", "parallel_without_launcher",
+         "corrupt_checkpoint"]
 
 
 @pytest.mark.parametrize("name", CASES)
