@@ -67,3 +67,24 @@ def test_first_adam_step_moves_each_weight_by_the_learning_rate(toy_setup, tmp_p
     w0 = Toy().w.asnumpy()
     w1, _ = train(toy_setup, tmp_path / "one", batch=8, accum=1, steps=1)
     np.testing.assert_allclose(np.abs(w1 - w0), 0.05, rtol=1e-4)
+
+
+def test_clipping_scales_gradients_to_the_global_norm(toy_setup, tmp_path):
+    import mindspore as ms
+
+    from mindtune.config import load_config
+    from mindtune.engine.trainer import Trainer, TrainTask
+
+    profile, Toy, x, y = toy_setup
+    cell = Toy()
+    cfg = load_config(None, ["train.max_grad_norm=1.0"])
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(cfg, str(tmp_path), TrainTask(cell, ("rows",), [cell.w], lambda k: (x, y)), profile)
+    grads = (ms.Tensor(np.array([3.0, 0.0, 4.0], np.float32)),)   # norm 5
+    clipped, finite, norm = trainer._unscale_and_clip(ms.mutable(grads), ms.Tensor(0.5, ms.float32),
+                                                      ms.Tensor(1.0, ms.float32))
+    assert bool(finite.asnumpy()) and float(norm.asnumpy()) == pytest.approx(2.5)  # unscaled by 0.5 first
+    np.testing.assert_allclose(clipped[0].asnumpy(), np.array([0.6, 0.0, 0.8]) / (1 + 4e-7), rtol=1e-5)
+    bad = (ms.Tensor(np.array([np.inf, 0.0, 1.0], np.float32)),)
+    _, finite, _ = trainer._unscale_and_clip(ms.mutable(bad), ms.Tensor(1.0, ms.float32), ms.Tensor(1.0, ms.float32))
+    assert not bool(finite.asnumpy())
