@@ -4,7 +4,6 @@ The same code runs on CPU and Ascend; only this profile differs. CPU turns off t
 (flash attention, fused RMSNorm, bf16) and uses the rope-slice path; Ascend turns them back on.
 """
 import os
-import tempfile
 from dataclasses import dataclass
 
 from mindtune.errors import ConfigError
@@ -65,9 +64,7 @@ def setup_context(profile: DeviceProfile, graph_mode: bool = True, seed: int = 0
         if _context_done["key"][0] != profile.device_target:
             raise ConfigError("the device cannot change inside one process")
     os.environ.setdefault("GLOG_v", "3")
-    ms.set_context(mode=ms.GRAPH_MODE if graph_mode else ms.PYNATIVE_MODE, device_target=profile.device_target,
-                   # compile-failure dumps (analyze_fail.ir) go here, not into rank_0/ of the working directory
-                   save_graphs_path=os.path.join(tempfile.gettempdir(), "mindtune-graphs"))
+    ms.set_context(mode=ms.GRAPH_MODE if graph_mode else ms.PYNATIVE_MODE, device_target=profile.device_target)
     if not profile.is_cpu:  # the planner's memory limit is the runtime's
         from mindtune.parallel.hardware import get_hardware
         ms.set_context(max_device_memory=f"{get_hardware(profile.name).usable_gb:g}GB")
