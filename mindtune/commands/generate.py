@@ -3,8 +3,6 @@
 Rows are `{"prompt": ...}` (rendered with the model's chat template as a user turn unless --raw) or
 `{"messages": [...]}` (always templated); each is written back with an `output` field.
 """
-import json
-import os
 import sys
 import time
 
@@ -58,7 +56,7 @@ def prompt_text(row: dict, where: str, tokenizer, raw: bool) -> str:
 
 
 def run(args) -> int:
-    from mindtune.data.formats import read_rows
+    from mindtune.data.formats import read_rows, write_rows
     from mindtune.device import resolve_profile, setup_context
     from mindtune.errors import ConfigError
     from mindtune.generation import Generator
@@ -89,12 +87,7 @@ def run(args) -> int:
         texts[i] = tokenizer.decode(out.tokens[rank, :out.lengths[rank]])
     seconds = time.time() - start
 
-    tmp = args.output + ".tmp"
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(tmp, "w", encoding="utf-8") as f:
-        for (where, row), text in zip(rows, texts):
-            f.write(json.dumps({**row, "output": text}, ensure_ascii=False) + "\n")
-    os.replace(tmp, args.output)
+    write_rows(args.output, ({**row, "output": text} for (_, row), text in zip(rows, texts)))
     print(f"mindtune generate: {len(rows)} rows, {int(out.lengths.sum())} new tokens in {seconds:.1f}s "
           f"-> {args.output}", file=sys.stderr)
     return 0

@@ -5,8 +5,6 @@ string or a list of messages) or {"messages": [..., assistant turn]}, rendered w
 each is written back with a `score` field (and `score_normalized` with --normalize, using the reward mean and
 std saved at training time). Conversations longer than the model's length lose their oldest tokens.
 """
-import json
-import os
 import sys
 import time
 
@@ -27,11 +25,11 @@ def register(sub):
 
 
 def run(args) -> int:
-    from mindtune.data.formats import read_rows
+    from mindtune.data.formats import read_rows, write_rows
     from mindtune.data.preference import pad_sequences, scored_conversation
-    from mindtune.data.sft import encode_conversation
+    from mindtune.data.sft import encode_conversation, reject_pad_token
     from mindtune.device import resolve_profile, setup_context
-    from mindtune.errors import ConfigError, DataError
+    from mindtune.errors import ConfigError
     from mindtune.stages.rm import Scorer, load_reward_model
 
     if args.batch_size < 1:
@@ -52,8 +50,7 @@ def run(args) -> int:
     sequences, cut = [], 0
     for (where, _), messages in zip(rows, conversations):
         tokens = encode_conversation(tokenizer, messages).tokens
-        if pad in tokens:
-            raise DataError(f"{where}: the text contains the pad token (id {pad}), which attention would mask")
+        reject_pad_token(tokens, pad, where)
         cut += len(tokens) > max_length
         sequences.append(tokens[-max_length:])  # keep the end: the score is read at the last token
     ids, last = pad_sequences(sequences, max_length, pad)
@@ -63,15 +60,13 @@ def run(args) -> int:
     seconds = time.time() - start
     std = stats.get("reward_std") or 1.0
 
-    tmp = args.output + ".tmp"
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(tmp, "w", encoding="utf-8") as f:
-        for (_, row), score in zip(rows, scores):
-            out = {**row, "score": float(score)}
-            if args.normalize:
-                out["score_normalized"] = float((score - stats.get("reward_mean", 0.0)) / std)
-            f.write(json.dumps(out, ensure_ascii=False) + "\n")
-    os.replace(tmp, args.output)
+    scored = []
+    for (_, row), score in zip(rows, scores):
+        out = {**row, "score": float(score)}
+        if args.normalize:
+            out["score_normalized"] = float((score - stats.get("reward_mean", 0.0)) / std)
+        scored.append(out)
+    write_rows(args.output, scored)
     note = f" ({cut} cut to their last {max_length} tokens)" if cut else ""
     print(f"mindtune score: {len(rows)} rows{note} in {seconds:.1f}s -> {args.output}", file=sys.stderr)
     return 0

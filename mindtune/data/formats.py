@@ -33,6 +33,16 @@ def read_rows(path: str, key: str = "data.train") -> List[Tuple[str, dict]]:
     return out
 
 
+def write_rows(path: str, rows):
+    """Write dicts as JSON Lines atomically (a temporary file renamed over `path`)."""
+    tmp = path + ".tmp"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
 def _jsonl(path: str, text: str) -> Iterator[Tuple[str, dict]]:
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mindtune.data.formats import check_messages, read_rows
-from mindtune.data.sft import Encoded, encode_conversation
+from mindtune.data.sft import Encoded, encode_conversation, reject_pad_token
 from mindtune.errors import DataError
 
 
@@ -115,8 +115,7 @@ def encode_for_reward(tokenizer, messages: list, max_length: int, truncation: st
     is where the score is read); right cuts the end; drop skips every row that does not fit.
     """
     enc = encode_conversation(tokenizer, messages)
-    if pad_id in enc.tokens:
-        raise DataError(f"{where}: the text contains the pad token (id {pad_id}), which attention would mask")
+    reject_pad_token(enc.tokens, pad_id, where)
     n = len(enc.tokens)
     if n <= max_length:
         return enc.tokens

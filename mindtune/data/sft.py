@@ -40,6 +40,12 @@ def encode_conversation(tokenizer, messages, train_on_prompt: bool = False) -> E
     return Encoded(tokens, [max(t, 0) for t in trainable])
 
 
+def reject_pad_token(tokens, pad_id: int, where: str):
+    """MindFormers masks attention to every key equal to the pad id, so real text must never contain it."""
+    if pad_id in tokens:
+        raise DataError(f"{where}: the text contains the pad token (id {pad_id}), which attention would mask")
+
+
 def _append(tokenizer, tokens, trainable, text, label):
     if not text:
         return
@@ -88,8 +94,7 @@ def load_sft(path: str, tokenizer, max_length: int, pad_id: int, truncation: str
         rows = rows[:limit]
     for where, row in rows:
         enc = encode_conversation(tokenizer, sft_messages(row, where), train_on_prompt)
-        if pad_id in enc.tokens:
-            raise DataError(f"{where}: the text contains the pad token (id {pad_id}), which attention would mask")
+        reject_pad_token(enc.tokens, pad_id, where)
         enc = truncate(enc, max_length, truncation)
         if enc is None:
             dropped += 1
