@@ -198,7 +198,8 @@ class Trainer:
             for step in range(start, cfg.max_steps):
                 lr = learning_rate(step, cfg.lr, cfg.max_steps, cfg.warmup_steps, cfg.schedule, cfg.min_lr_ratio)
                 began = time.perf_counter()
-                scale = ms.Tensor(float(self.scaler.scale_value.asnumpy()), ms.float32)
+                scale_value = float(self.scaler.scale_value.asnumpy())
+                scale = ms.Tensor(scale_value, ms.float32)
                 total, losses, auxes, tokens = None, [], [], 0
                 for micro in range(cfg.grad_accum):
                     batch = self.task.train_batch(step * cfg.grad_accum + micro)
@@ -207,7 +208,7 @@ class Trainer:
                     total = grads if total is None else self._accumulate(ms.mutable(total), ms.mutable(grads))
                     losses.append(loss)
                     auxes.append(aux)
-                inv = ms.Tensor(1.0 / (float(scale.asnumpy()) * cfg.grad_accum), ms.float32)
+                inv = ms.Tensor(1.0 / (scale_value * cfg.grad_accum), ms.float32)
                 grads, finite, norm = self._unscale_and_clip(ms.mutable(total), inv, max_norm)
                 finite = bool(finite.asnumpy())
                 if finite:
@@ -223,14 +224,12 @@ class Trainer:
                 if summary["first_loss"] is None:
                     summary["first_loss"] = loss_value
                 row = {"step": step + 1, "loss": loss_value, "lr": lr, "grad_norm": float(norm.asnumpy()),
-                       "tokens_per_s": tokens / elapsed, "loss_scale": float(scale.asnumpy()),
+                       "tokens_per_s": tokens / elapsed, "loss_scale": scale_value,
                        "skipped": not finite}
                 for i, name in enumerate(self.task.aux_names):
                     row[name] = float(np.mean([a[i].asnumpy() for a in auxes]))
                 done = step + 1
-                if cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.max_steps:
-                    row.update(self.evaluate())
-                if done == cfg.max_steps:
+                if done == cfg.max_steps or (cfg.eval_every and done % cfg.eval_every == 0):
                     row.update(self.evaluate())
                 if done % cfg.log_every == 0 or done == cfg.max_steps or "eval_loss" in row:
                     metrics.log(row)

@@ -107,9 +107,10 @@ def write_model_dir(path: str, spec: ModelSpec, weights: dict, meta: Optional[di
         save_tokenizer_meta(tmp, tokenizer)
     with open(os.path.join(tmp, META), "w", encoding="utf-8") as f:
         json.dump(full_meta, f, indent=1)
-    old = path + ".tmp-old"
+    old = path + ".tmp-old"  # the previous directory stays whole until the new one is in place
+    shutil.rmtree(old, ignore_errors=True)
     if os.path.exists(path):
-        os.replace(path, old) if not os.path.exists(old) else shutil.rmtree(path)
+        os.replace(path, old)
     os.replace(tmp, path)
     shutil.rmtree(old, ignore_errors=True)
     return path
