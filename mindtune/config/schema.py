@@ -70,7 +70,9 @@ class TrainConfig:
     loss_scale: initial dynamic loss scale for fp16; loss_scale_window: good steps before it doubles.
     log_every, eval_every, save_every: in optimizer steps (0: only at the end).
     save_total_limit: checkpoints kept. resume: auto (continue the latest checkpoint in output_dir) | never
-        (refuse a non-empty output_dir).
+        (refuse a non-empty output_dir). resume_changed: continue a checkpoint even though what decides the run's
+        maths (batch size, accumulation, data files, model, PEFT settings, seed, max length, stage options)
+        changed since it was written (refused by default, naming the changed keys).
     graph_mode: compile with MindSpore graph mode (20-30x faster than PyNative on CPU).
     """
     batch_size: int = opt(4, min=1)
@@ -93,6 +95,7 @@ class TrainConfig:
     save_every: int = opt(0, min=0)
     save_total_limit: int = opt(2, min=1)
     resume: str = opt("auto", choices=("auto", "never"))
+    resume_changed: bool = opt(False)
     graph_mode: bool = opt(True)
 
 
@@ -169,9 +172,127 @@ class RMConfig:
 
 
 @dataclass
+class RolloutOptions:
+    """Sampling and iteration keys shared by the online stages (ppo, grpo).
+
+    iterations: rollout-and-update rounds (the run's length; train.max_steps is derived from it).
+    rollout_batch: prompts rolled out per iteration on each device.
+    epochs: passes over each rollout's samples (shuffled mini-batches of train.batch_size x train.grad_accum).
+    max_new_tokens: longest response. temperature, top_k (0 = all), top_p (1 = all): sampling; the policy's
+        log-probabilities use the same temperature (never the top-k/top-p-processed distribution).
+    eval_every: iterations between held-out evaluations on data.eval (0: only at the end); eval_prompts: at most
+        this many held-out prompts, rolled out with a fixed seed.
+    """
+    iterations: int = opt(20, min=1)
+    rollout_batch: int = opt(8, min=1)
+    epochs: int = opt(1, min=1, max=100)
+    max_new_tokens: int = opt(32, min=1, max=4096)
+    temperature: float = opt(1.0, min=1e-3, max=100.0)
+    top_k: int = opt(0, min=0)
+    top_p: float = opt(1.0, min=1e-6, max=1.0)
+    eval_every: int = opt(0, min=0)
+    eval_prompts: int = opt(64, min=1)
+
+
+@dataclass
+class PPOConfig(RolloutOptions):
+    """`ppo:` proximal policy optimisation against a reward model (stage: ppo; InstructGPT step 3).
+
+    actor: the starting policy: an SFT run directory, its model/, or a model directory (full or LoRA adapter);
+        default model.path. reward_model: a reward-model run directory (stage: rm), required.
+    kl_coef: initial coefficient of the per-token KL penalty -kl_coef * KL(actor || reference).
+    adaptive_kl, target_kl, kl_horizon: Ziegler et al.'s adaptive controller (the coefficient grows when the
+        measured KL exceeds target_kl and shrinks below it). kl_estimator: k1 (log ratio, can be negative) or
+        k3 (exp(-x) - 1 + x with x the log ratio, never negative) for the penalty.
+    gamma, lam: GAE discount and lambda over response tokens.
+    cliprange: policy ratio clip. cliprange_value: value clip around the rollout's values. vf_coef: value loss
+        weight. entropy_coef: entropy bonus (0 disables).
+    reward_clip: the reward model's score, normalised with its saved mean/std, is clipped to [-c, c].
+    missing_eos_penalty: subtracted from the score of a response that hit max_new_tokens without EOS.
+    whiten_advantages: normalise advantages over each rollout's response tokens (never the rewards).
+    critic_init: reward_model (the critic starts as the reward model: its adapter or weights and its head) or
+        actor (the starting policy with a new value head).
+    ptx_coef, ptx_data: InstructGPT's PPO-ptx: ptx_coef x the SFT loss on rows of ptx_data (SFT rows) is added
+        to every policy update (0 disables).
+    """
+    actor: Optional[str] = opt(None)
+    reward_model: Optional[str] = opt(None)
+    kl_coef: float = opt(0.05, min=0.0)
+    adaptive_kl: bool = opt(False)
+    target_kl: float = opt(6.0, min=1e-6)
+    kl_horizon: int = opt(10000, min=1)
+    kl_estimator: str = opt("k1", choices=("k1", "k3"))
+    gamma: float = opt(1.0, min=0.0, max=1.0)
+    lam: float = opt(0.95, min=0.0, max=1.0)
+    cliprange: float = opt(0.2, min=0.0, max=10.0)
+    cliprange_value: float = opt(0.2, min=0.0)
+    vf_coef: float = opt(0.1, min=0.0)
+    entropy_coef: float = opt(0.0, min=0.0)
+    reward_clip: float = opt(10.0, min=0.0)
+    missing_eos_penalty: float = opt(0.0, min=0.0)
+    whiten_advantages: bool = opt(True)
+    critic_init: str = opt("reward_model", choices=("reward_model", "actor"))
+    ptx_coef: float = opt(0.0, min=0.0)
+    ptx_data: Optional[str] = opt(None)
+
+
+@dataclass
+class DPOConfig:
+    """`dpo:` direct preference optimisation on preference pairs (stage: dpo).
+
+    loss: sigmoid (DPO, Rafailov et al. 2023), ipo (Azar et al. 2023), simpo (Meng et al. 2024: no reference,
+        length-normalised log-probabilities, target margin gamma).
+    beta: the KL strength (sigmoid, ipo) or reward scale (simpo). label_smoothing: conservative DPO's assumed
+        label noise (sigmoid only). gamma: SimPO's target reward margin.
+    sft_coef: weight of an SFT (negative log-likelihood) term on the chosen response (RPO; LLaMA-Factory's
+        pref_ftx); 0 disables it.
+    reference: the reference model (default: the starting model; with a PEFT method the frozen base plus the
+        starting adapter, sharing the base weights). precompute_reference: compute the reference
+        log-probabilities once before training and keep them with the run.
+    """
+    loss: str = opt("sigmoid", choices=("sigmoid", "ipo", "simpo"))
+    beta: float = opt(0.1, min=0.0)
+    label_smoothing: float = opt(0.0, min=0.0, max=0.5)
+    gamma: float = opt(0.5, min=0.0)
+    sft_coef: float = opt(0.0, min=0.0)
+    reference: Optional[str] = opt(None)
+    precompute_reference: bool = opt(False)
+
+
+@dataclass
+class GRPOConfig(RolloutOptions):
+    """`grpo:` group relative policy optimisation (stage: grpo; DeepSeekMath), no critic.
+
+    reward: a list of rewards, each a reward-model run directory, a built-in rule (exact_match, regex, length)
+        or `module:function` called as fn(prompt, response, row) -> float. reward_weights: one weight per
+        reward (default all 1).
+    answer_field: the row field exact_match compares with. normalize: exact_match's normalisations (whitespace,
+        case, punctuation, first_line). pattern: the regex rule's pattern (reward 1 when it matches).
+        target_length: the length rule's target in characters (reward -|len - target| / target).
+    num_generations: samples per prompt (the group). scale_rewards: group (divide by the group's std) or none
+        (Dr. GRPO). epsilon: the ratio clip; epsilon_high: a higher upper clip (DAPO; 0 = epsilon).
+    beta: KL to the reference (k3 estimator); 0 loads no reference model.
+    loss_type: token (every token of the batch weighs the same; DAPO / Dr. GRPO) or sequence (mean per
+        response, then over responses; the original GRPO).
+    """
+    reward: List[str] = opt(["exact_match"])
+    reward_weights: List[float] = opt([])
+    answer_field: str = opt("answer")
+    normalize: List[str] = opt(["whitespace", "case"])
+    pattern: Optional[str] = opt(None)
+    target_length: int = opt(100, min=1)
+    num_generations: int = opt(4, min=2)
+    scale_rewards: str = opt("group", choices=("group", "none"))
+    epsilon: float = opt(0.2, min=0.0, max=10.0)
+    epsilon_high: float = opt(0.0, min=0.0, max=10.0)
+    beta: float = opt(0.04, min=0.0)
+    loss_type: str = opt("token", choices=("token", "sequence"))
+
+
+@dataclass
 class ExperimentConfig:
     """A whole experiment: `mindtune train CONFIG.yaml` runs the stage it names."""
-    stage: str = opt("sft", choices=("sft", "rm", "ppo", "dpo"))
+    stage: str = opt("sft", choices=("sft", "rm", "ppo", "dpo", "grpo"))
     seed: int = opt(42, min=0)
     output_dir: str = opt("runs/default")
     device: str = opt("cpu", choices=("cpu", "ascend"))
@@ -182,6 +303,9 @@ class ExperimentConfig:
     peft: PeftConfig = field(default_factory=PeftConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     rm: RMConfig = field(default_factory=RMConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    dpo: DPOConfig = field(default_factory=DPOConfig)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

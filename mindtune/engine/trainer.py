@@ -29,7 +29,17 @@ class TrainTask:
     train_batch: micro-batch number k of the infinite training stream -> tuple of numpy arrays.
     eval_batches: () -> iterable of batches for evaluation, or None.
     tokens_in: batch -> number of real tokens (for tokens/s).
+    loss_tokens: batch -> how many items the loss cell's loss is a mean over (its label tokens). The engine then
+        weights each micro-batch (and, under data parallel, each rank) by its share of the step's total, so the
+        step's loss and gradient are the sum over every token of the global batch divided by their number;
+        None gives every micro-batch the same weight.
     no_decay: predicate on parameter names exempt from weight decay (norms, biases, embeddings by default).
+    extra_state: the stage's own JSON state (e.g. PPO's KL coefficient): saved in every checkpoint and updated in
+        place from the checkpoint on resume.
+    log_row: (step, row) -> the row to log (extended with stage metrics), or None to log nothing at this step.
+    eval_extra: () -> extra eval_* metrics computed at each evaluation (e.g. task metrics on generations).
+    fingerprint: what decides the run's maths (config values, data file digests); saved in checkpoints, and a
+        resume whose fingerprint differs is refused naming the keys (unless train.resume_changed is true).
     """
     loss_cell: object
     aux_names: Sequence[str]
@@ -38,7 +48,11 @@ class TrainTask:
     eval_batches: Optional[Callable[[], Iterable[tuple]]] = None
     tokens_in: Callable[[tuple], int] = lambda batch: int(np.asarray(batch[0]).size)
     no_decay: Callable[[str], bool] = lambda name: name.endswith(("norm.weight", ".bias", "embedding_weight"))
+    loss_tokens: Optional[Callable[[tuple], float]] = None
     extra_state: dict = field(default_factory=dict)
+    log_row: Optional[Callable[[int, dict], Optional[dict]]] = None
+    eval_extra: Optional[Callable[[], dict]] = None
+    fingerprint: dict = field(default_factory=dict)
 
 
 class Trainer:
@@ -56,6 +70,7 @@ class Trainer:
         self.rank = run.rank if run else 0
         # Data parallel averages gradients explicitly; semi-auto parallel inserts its own collectives.
         self.reduce_gradients = bool(run and run.parallel_mode == "data_parallel")
+        self.world = run.world_size if self.reduce_gradients else 1
         params = list(task.trainable)
         decay = [p for p in params if not task.no_decay(p.name)]
         no_decay = [p for p in params if task.no_decay(p.name)]
@@ -113,6 +128,13 @@ class Trainer:
         def evaluate(*batch):
             return loss_cell(*batch)
 
+        all_reduce = ops.AllReduce() if self.reduce_gradients else None
+
+        @ms.jit
+        def global_sum(values):
+            return all_reduce(values)
+
+        self._global_sum = global_sum if all_reduce is not None else None
         self._forward_backward, self._accumulate = forward_backward, accumulate
         self._unscale_and_clip, self._apply, self._evaluate = unscale_and_clip, apply, evaluate
 
@@ -150,8 +172,20 @@ class Trainer:
             raise CheckpointError(f"{where}: missing trainable tensor(s) {', '.join(missing[:3])}")
 
     def save(self, step: int, history: dict):
-        state = {"step": step, "history": history, **self.task.extra_state}
+        state = {"step": step, "history": history, "stage_state": self.task.extra_state,
+                 "fingerprint": self.task.fingerprint}
         return ckpt.save_checkpoint(self.run_dir, step, self.state_tensors(), state, self.cfg.save_total_limit)
+
+    def _check_fingerprint(self, saved: dict, path: str):
+        from mindtune.errors import ConfigError
+
+        now = self.task.fingerprint
+        changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+        if changed and not self.cfg.resume_changed:
+            shown = ", ".join(f"{k} ({saved.get(k)!r} -> {now.get(k)!r})" for k in changed[:4])
+            raise ConfigError(f"train.resume: the checkpoint {path} was made by a different run: {shown}"
+                              f"{' and more' if len(changed) > 4 else ''}; use another output_dir, or set "
+                              "train.resume_changed=true to continue anyway")
 
     def resume(self) -> tuple:
         """(start_step, history) from the latest checkpoint, or (0, {}) for a fresh run."""
@@ -162,7 +196,9 @@ class Trainer:
             return 0, {}
         step, path = found
         tensors, state = ckpt.load_checkpoint(path)
+        self._check_fingerprint(state.get("fingerprint", {}), path)
         self.load_state_tensors(tensors, path)
+        self.task.extra_state.update(state.get("stage_state", {}))
         return step, state.get("history", {})
 
     # -- loops -----------------------------------------------------------------------------------------------
@@ -170,17 +206,20 @@ class Trainer:
         if self.task.eval_batches is None:
             return {}
         self.task.loss_cell.set_train(False)
-        totals, count = None, 0
+        totals, count = None, 0.0
         for batch in self.task.eval_batches():
+            # weighted like training: a per-token loss is averaged over all tokens, not over batch means
+            weight = float(self.task.loss_tokens(batch)) if self.task.loss_tokens is not None else 1.0
             loss, aux = self._evaluate(*self._tensors(batch))
-            values = [float(loss.asnumpy())] + [float(a.asnumpy()) for a in aux]
+            values = [weight * float(v.asnumpy()) for v in (loss, *aux)]
             totals = values if totals is None else [t + v for t, v in zip(totals, values)]
-            count += 1
+            count += weight
         self.task.loss_cell.set_train(True)
+        extra = self.task.eval_extra() if self.task.eval_extra is not None else {}
         if not count:
-            return {}
+            return extra
         names = ["eval_loss"] + [f"eval_{n}" for n in self.task.aux_names]
-        return {n: t / count for n, t in zip(names, totals)}
+        return {**{n: t / count for n, t in zip(names, totals)}, **extra}
 
     def fit(self) -> dict:
         """Train to train.max_steps (resuming if a checkpoint exists); returns a summary."""
@@ -199,16 +238,17 @@ class Trainer:
                 lr = learning_rate(step, cfg.lr, cfg.max_steps, cfg.warmup_steps, cfg.schedule, cfg.min_lr_ratio)
                 began = time.perf_counter()
                 scale_value = float(self.scaler.scale_value.asnumpy())
-                scale = ms.Tensor(scale_value, ms.float32)
+                batches = [self.task.train_batch(step * cfg.grad_accum + m) for m in range(cfg.grad_accum)]
+                weights = self._micro_weights(batches)
                 total, losses, auxes, tokens = None, [], [], 0
-                for micro in range(cfg.grad_accum):
-                    batch = self.task.train_batch(step * cfg.grad_accum + micro)
+                for batch, weight in zip(batches, weights):
                     tokens += self.task.tokens_in(batch)
+                    scale = ms.Tensor(scale_value * weight, ms.float32)
                     loss, aux, grads = self._forward_backward(scale, *self._tensors(batch))
                     total = grads if total is None else self._accumulate(ms.mutable(total), ms.mutable(grads))
-                    losses.append(loss)
+                    losses.append(float(loss.asnumpy()))
                     auxes.append(aux)
-                inv = ms.Tensor(1.0 / (scale_value * cfg.grad_accum), ms.float32)
+                inv = ms.Tensor(1.0 / scale_value, ms.float32)
                 grads, finite, norm = self._unscale_and_clip(ms.mutable(total), inv, max_norm)
                 finite = bool(finite.asnumpy())
                 if finite:
@@ -217,7 +257,8 @@ class Trainer:
                     summary["skipped_steps"] += 1
                 if self.use_scaler:
                     self.scaler.adjust(ms.Tensor(finite))
-                loss_value = float(np.mean([l.asnumpy() for l in losses]))
+                # the step's loss: every micro-batch (and rank) weighted as its gradient was
+                loss_value = self._sum_over_ranks(sum(w * l for w, l in zip(weights, losses))) / self.world
                 elapsed = time.perf_counter() - began
                 if step > start:  # the first step of a process includes graph compilation
                     timed_tokens, timed_seconds = timed_tokens + tokens, timed_seconds + elapsed
@@ -229,11 +270,16 @@ class Trainer:
                 for i, name in enumerate(self.task.aux_names):
                     row[name] = float(np.mean([a[i].asnumpy() for a in auxes]))
                 done = step + 1
-                if done == cfg.max_steps or (cfg.eval_every and done % cfg.eval_every == 0):
+                evaluated = done == cfg.max_steps or (cfg.eval_every and done % cfg.eval_every == 0)
+                if evaluated:
                     row.update(self.evaluate())
-                if done % cfg.log_every == 0 or done == cfg.max_steps or "eval_loss" in row:
+                if self.task.log_row is not None:      # the stage decides what and when (PPO: per iteration)
+                    row = self.task.log_row(step, row)
+                    if row is not None:
+                        metrics.log(row)
+                elif done % cfg.log_every == 0 or evaluated:
                     metrics.log(row)
-                last = row
+                last = row or last
                 bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
                 bar.update(1)
                 if self.rank == 0 and ((cfg.save_every and done % cfg.save_every == 0) or done == cfg.max_steps):
@@ -245,6 +291,24 @@ class Trainer:
         summary.update({"last": last, "tokens_per_s": timed_tokens / timed_seconds if timed_seconds else None,
                         "steps": cfg.max_steps})
         return summary
+
+
+    def _sum_over_ranks(self, value: float) -> float:
+        if self._global_sum is None:
+            return value
+        return float(self._global_sum(self.ms.Tensor(np.array([value], np.float32))).asnumpy()[0])
+
+    def _micro_weights(self, batches) -> tuple:
+        """Each micro-batch's weight in the step: its share of the loss tokens of the whole global batch
+        (times the world size, since the gradient reducer averages over ranks)."""
+        if self.task.loss_tokens is None:
+            counts = [1.0] * len(batches)
+        else:
+            counts = [float(self.task.loss_tokens(b)) for b in batches]
+        total = self._sum_over_ranks(sum(counts))
+        if total <= 0:
+            return [0.0] * len(batches)
+        return [c * self.world / total for c in counts]
 
 
 def _square_sum(grad):

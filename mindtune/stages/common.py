@@ -153,6 +153,41 @@ class EpochSampler:
         return np.array([self._perm(g // self.n)[g % self.n] for g in range(start, start + self.batch)])
 
 
+# What decides a run's maths, beside the stage's own section and the data files' contents: a resume whose values
+# differ is refused (train.resume_changed allows it). Logging, saving and max_steps may change between sessions.
+FINGERPRINT_KEYS = ("stage", "seed", "model.path", "model.spec", "model.tokenizer", "model.chat_template",
+                    "data.max_length", "data.truncation", "data.train_on_prompt", "train.batch_size",
+                    "train.grad_accum", "train.lr", "train.schedule", "train.warmup_steps", "train.min_lr_ratio",
+                    "train.weight_decay", "train.adam_beta1", "train.adam_beta2", "train.adam_eps",
+                    "train.max_grad_norm", "train.precision", "peft", "parallel.data_parallel")
+
+
+def run_fingerprint(config) -> dict:
+    """{dotted key: value} of what decides the run's maths, with a digest of each data file's contents."""
+    import hashlib
+
+    values = config.to_dict()
+
+    def get(dotted):
+        node = values
+        for part in dotted.split("."):
+            node = node[part]
+        return node
+
+    found = {key: get(key) for key in FINGERPRINT_KEYS}
+    if config.stage in values and config.stage not in ("sft",):
+        found[config.stage] = values[config.stage]
+    for key in ("train", "eval"):
+        path = getattr(config.data, key)
+        if path and os.path.isfile(path):
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(chunk)
+            found[f"data.{key} contents"] = digest.hexdigest()[:16]
+    return found
+
+
 def print_summary(run: Run, summary: dict, extra: str = ""):
     last = summary.get("last", {})
     lines = [f"run directory: {run.run_dir}",

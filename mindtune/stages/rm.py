@@ -18,7 +18,7 @@ from mindtune.models.heads import SCORE_HEAD, RewardModel, ScoreHead, split_head
 from mindtune.peft import count_parameters
 from mindtune.rlhf.losses import pairwise_loss, pairwise_metrics
 from mindtune.stages.common import (build_adapted, check_inputs, prepare_run, print_summary,
-                                    save_final)
+                                    run_fingerprint, save_final)
 
 METRICS = ("accuracy", "reward_margin", "reward_mean", "reward_std")
 
@@ -123,7 +123,9 @@ def run(config) -> dict:
                      trainable=list(adapted.trainable) + [head.weight],
                      train_batch=lambda k: pair_batch(train, sampler.indices(k), pairs, pad),
                      eval_batches=eval_batches if held_out else None,
-                     tokens_in=lambda batch: int((batch[0] != pad).sum()))
+                     tokens_in=lambda batch: int((batch[0] != pad).sum()),
+                     loss_tokens=lambda batch: float(batch[3].sum()),   # the loss is a mean over real pairs
+                     fingerprint=run_fingerprint(cfg))
     # Exact reward statistics over whole pairs (the engine's eval_* numbers are means of batch means).
     stats_set, split = (held_out, "data.eval") if held_out else (train, "data.train")
     n = min(len(stats_set), cfg.rm.stats_pairs)

@@ -7,7 +7,7 @@ from mindtune.engine.losses import CausalLMLoss
 from mindtune.engine.trainer import Trainer, TrainTask
 from mindtune.peft import count_parameters
 from mindtune.stages.common import (build_adapted, check_inputs, prepare_run, print_summary,
-                                    save_final)
+                                    run_fingerprint, save_final)
 
 
 def run(config) -> dict:
@@ -42,7 +42,9 @@ def run(config) -> dict:
     task = TrainTask(loss_cell=CausalLMLoss(adapted.network), aux_names=("label_tokens",),
                      trainable=adapted.trainable, train_batch=train_batch,
                      eval_batches=eval_batches if eval_set else None,
-                     tokens_in=lambda batch: int((batch[0] != pad).sum()))
+                     tokens_in=lambda batch: int((batch[0] != pad).sum()),
+                     loss_tokens=lambda batch: int((batch[1] != -100).sum()),
+                     fingerprint=run_fingerprint(cfg))
     summary = Trainer(cfg, run.run_dir, task, run.profile, desc="sft", run=run).fit()
     if run.rank == 0:
         save_final(run, adapted)
