@@ -88,3 +88,69 @@ def test_clipping_scales_gradients_to_the_global_norm(toy_setup, tmp_path):
     bad = (ms.Tensor(np.array([np.inf, 0.0, 1.0], np.float32)),)
     _, finite, _ = trainer._unscale_and_clip(ms.mutable(bad), ms.Tensor(1.0, ms.float32), ms.Tensor(1.0, ms.float32))
     assert not bool(finite.asnumpy())
+
+
+@pytest.fixture(scope="module")
+def masked_setup(toy_setup):
+    """A per-token loss: rows of 8 positions whose label masks hold very unequal numbers of tokens."""
+    import mindspore as ms
+    from mindspore import nn, ops
+
+    class MaskedToy(nn.Cell):
+        """loss = sum(mask * (x w - y)^2) / sum(mask): a mean over the micro-batch's label tokens, as SFT's."""
+
+        def __init__(self):
+            super().__init__()
+            self.w = ms.Parameter(ms.Tensor(np.array([0.5, -0.25, 1.0], np.float32)), name="toy.w")
+
+        def construct(self, x, y, mask):
+            err = ops.matmul(x, self.w) - y
+            return (mask * err * err).sum() / mask.sum(), (mask.sum(),)
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((16, 8, 3)).astype(np.float32)
+    y = (x @ np.array([1.0, 2.0, -1.0], np.float32) + 0.3).astype(np.float32)
+    counts = [1, 2, 8, 7] * 4              # each 2-row micro-batch holds 3 or 15 label tokens
+    mask = (np.arange(8)[None, :] < np.array(counts)[:, None]).astype(np.float32)
+    return toy_setup[0], MaskedToy, x, y, mask
+
+
+def train_masked(masked_setup, tmp_path, batch, accum, steps=4, weighted=True):
+    from mindtune.config import load_config
+    from mindtune.engine.metrics import read_metrics
+    from mindtune.engine.trainer import Trainer, TrainTask
+
+    profile, MaskedToy, x, y, mask = masked_setup
+    cfg = load_config(None, [f"train.batch_size={batch}", f"train.grad_accum={accum}", f"train.max_steps={steps}",
+                             "train.lr=0.05", "train.schedule=constant", "train.max_grad_norm=0"])
+    cell = MaskedToy()
+
+    def micro_batch(k):
+        rows = [(k * batch + i) % len(x) for i in range(batch)]
+        return x[rows], y[rows], mask[rows]
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    task = TrainTask(cell, ("label_tokens",), [cell.w], micro_batch,
+                     loss_tokens=(lambda b: float(b[2].sum())) if weighted else None)
+    Trainer(cfg, str(tmp_path), task, profile).fit()
+    return cell.w.asnumpy(), read_metrics(str(tmp_path / "metrics.jsonl"))
+
+
+def test_accumulation_weights_micro_batches_by_their_label_tokens(masked_setup, tmp_path):
+    """Batch 4 x accumulation 1 == batch 2 x accumulation 2 when the micro-batches hold 3 and 15 label tokens:
+    the step's loss and gradient are the sum over all label tokens divided by their number (not a mean of
+    micro-batch means, which would weight a token of the short micro-batch 5x)."""
+    w_big, m_big = train_masked(masked_setup, tmp_path / "big", batch=4, accum=1)
+    w_acc, m_acc = train_masked(masked_setup, tmp_path / "accum", batch=2, accum=2)
+    assert len(m_big) == len(m_acc) == 4
+    for a, b in zip(m_acc, m_big):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5), (a["step"], a["loss"], b["loss"])
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-5), (a["step"], a["grad_norm"], b["grad_norm"])
+    np.testing.assert_allclose(w_acc, w_big, rtol=1e-5, atol=1e-6)
+    # the exact token mean, computed here in numpy for the first step (weights before any update)
+    _, MaskedToy, x, y, mask = masked_setup
+    err = x[:4] @ MaskedToy().w.asnumpy() - y[:4]
+    assert m_big[0]["loss"] == pytest.approx(float((mask[:4] * err ** 2).sum() / mask[:4].sum()), rel=1e-5)
+    # and the unweighted mean of micro-batch means is measurably different on these rows
+    _, m_plain = train_masked(masked_setup, tmp_path / "plain", batch=2, accum=2, steps=1, weighted=False)
+    assert abs(m_plain[0]["loss"] - m_big[0]["loss"]) > 1e-2 * m_big[0]["loss"]
