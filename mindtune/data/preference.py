@@ -23,19 +23,22 @@ from dataclasses import dataclass
 import numpy as np
 
 from mindtune.data.formats import check_messages, read_rows
-from mindtune.data.sft import Encoded, encode_conversation, reject_pad_token
+from mindtune.data.sft import Encoded, encode_conversation, reject_pad_token, to_arrays
 from mindtune.errors import DataError
 
 
 @dataclass
 class PreferenceSet:
-    """N encoded pairs: token ids [N, L] (right padded), index of the last real token [N], margins [N]."""
+    """N encoded pairs: token ids [N, L] (right padded), index of the last real token [N], margins [N], and
+    SFT-style labels of each final response (labels[t] is the token at t + 1; DPO's log-probabilities)."""
     chosen: np.ndarray
     rejected: np.ndarray
     chosen_last: np.ndarray
     rejected_last: np.ndarray
     margin: np.ndarray
     dropped: int = 0
+    chosen_labels: np.ndarray = None     # [N, L] pre-shifted labels on the final response's tokens (IGNORE elsewhere)
+    rejected_labels: np.ndarray = None
 
     def __len__(self):
         return len(self.chosen)
@@ -114,15 +117,24 @@ def encode_for_reward(tokenizer, messages: list, max_length: int, truncation: st
     keep_response drops the oldest tokens before the final assistant turn and refuses to cut that turn (its end
     is where the score is read); right cuts the end; drop skips every row that does not fit.
     """
+    enc = encode_response(tokenizer, messages, max_length, truncation, pad_id, where)
+    return None if enc is None else enc.tokens
+
+
+def encode_response(tokenizer, messages: list, max_length: int, truncation: str, pad_id: int, where: str):
+    """As encode_for_reward, but an Encoded whose marks cover the final assistant turn only (its text and
+    end-of-turn tokens): the response whose log-probability DPO compares."""
     enc = encode_conversation(tokenizer, messages)
     reject_pad_token(enc.tokens, pad_id, where)
+    start = _last_turn_start(enc)
+    marks = [int(i >= start) for i in range(len(enc.tokens))]
     n = len(enc.tokens)
     if n <= max_length:
-        return enc.tokens
+        return Encoded(enc.tokens, marks)
     if truncation == "right":
-        return enc.tokens[:max_length]
-    if truncation == "keep_response" and n - max_length <= _last_turn_start(enc):
-        return enc.tokens[n - max_length:]
+        return Encoded(enc.tokens[:max_length], marks[:max_length])
+    if truncation == "keep_response" and n - max_length <= start:
+        return Encoded(enc.tokens[n - max_length:], marks[n - max_length:])
     return None
 
 
@@ -153,18 +165,20 @@ def load_preferences(path: str, tokenizer, max_length: int, pad_id: int, truncat
     chosen, rejected, margins, dropped = [], [], [], 0
     for where, row in rows:
         good, bad, margin = preference_pair(row, where)
-        c = encode_for_reward(tokenizer, good, max_length, truncation, pad_id, where)
-        r = encode_for_reward(tokenizer, bad, max_length, truncation, pad_id, where)
+        c = encode_response(tokenizer, good, max_length, truncation, pad_id, where)
+        r = encode_response(tokenizer, bad, max_length, truncation, pad_id, where)
         if c is None or r is None:
             dropped += 1
             continue
-        if c == r:  # distinct texts can still collide after right truncation
+        if c.tokens == r.tokens:  # distinct texts can still collide after right truncation
             raise DataError(f"{where}: 'chosen' and 'rejected' are identical within data.max_length={max_length}")
         chosen.append(c)
         rejected.append(r)
         margins.append(margin)
     if not chosen:
         raise DataError(f"{path}: no preference pair fits data.max_length={max_length}")
-    c_ids, c_last = pad_sequences(chosen, max_length, pad_id)
-    r_ids, r_last = pad_sequences(rejected, max_length, pad_id)
-    return PreferenceSet(c_ids, r_ids, c_last, r_last, np.asarray(margins, np.float32), dropped)
+    c_ids, c_last = pad_sequences([e.tokens for e in chosen], max_length, pad_id)
+    r_ids, r_last = pad_sequences([e.tokens for e in rejected], max_length, pad_id)
+    c_labels = np.stack([to_arrays(e, max_length, pad_id)[1] for e in chosen])
+    r_labels = np.stack([to_arrays(e, max_length, pad_id)[1] for e in rejected])
+    return PreferenceSet(c_ids, r_ids, c_last, r_last, np.asarray(margins, np.float32), dropped, c_labels, r_labels)

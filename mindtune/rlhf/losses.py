@@ -47,3 +47,35 @@ def pairwise_metrics(r_chosen, r_rejected, weight=None):
     mean = _weighted_mean(rewards, w2)
     std = ops.sqrt(_weighted_mean((rewards - mean) ** 2, w2))
     return accuracy, _weighted_mean(diff, weight), mean, std
+
+
+# -- DPO family (direct preference optimisation; stage dpo) ----------------------------------------------------
+# Inputs are per-pair sequence log-probabilities of the response tokens: summed for sigmoid (DPO), averaged per
+# token for ipo (as TRL does) and simpo (length normalisation is SimPO's point); simpo has no reference (pass 0).
+def sequence_log_probs(token_logp, mask, average: bool = False):
+    """Per-sequence log-probability [N] from per-token ones [N, T] (zero where mask is 0): sum or token mean."""
+    total = token_logp.sum(-1)
+    if average:
+        return total / ops.maximum(mask.sum(-1), 1.0)
+    return total
+
+
+def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, loss_type: str = "sigmoid",
+             beta: float = 0.1, label_smoothing: float = 0.0, gamma: float = 0.0, weight=None):
+    """(loss, implicit reward of chosen [B], of rejected [B]) of a batch of pairs.
+
+    h = (pi_c - ref_c) - (pi_r - ref_r), the log-ratio margin.
+    sigmoid  -(1 - ls) log sigma(beta h) - ls log sigma(-beta h)      (DPO; conservative DPO with ls > 0)
+    ipo      (h - 1 / (2 beta))^2                                      (IPO)
+    simpo    -(1 - ls) log sigma(beta h - gamma) - ls log sigma(gamma - beta h), references 0   (SimPO)
+    The implicit rewards are beta (pi - ref) of each side.
+    """
+    chosen = policy_chosen - ref_chosen
+    rejected = policy_rejected - ref_rejected
+    h = chosen - rejected
+    if loss_type == "ipo":
+        losses = (h - 1.0 / (2.0 * beta)) ** 2
+    else:
+        z = beta * h - gamma if loss_type == "simpo" else beta * h
+        losses = -(1.0 - label_smoothing) * log_sigmoid(z) - label_smoothing * log_sigmoid(-z)
+    return _weighted_mean(losses, weight), beta * chosen, beta * rejected

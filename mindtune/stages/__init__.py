@@ -3,7 +3,7 @@ import importlib
 
 from mindtune.errors import ConfigError
 
-STAGES = {"sft": "mindtune.stages.sft", "rm": "mindtune.stages.rm"}
+STAGES = {"sft": "mindtune.stages.sft", "rm": "mindtune.stages.rm", "dpo": "mindtune.stages.dpo"}
 
 
 def run_stage(config) -> dict:

@@ -1,0 +1,224 @@
+"""Direct preference optimisation (stage dpo): DPO, IPO and SimPO on preference pairs, no reward model, no critic.
+
+The policy starts from model.path (an SFT run's model: full or adapter). The reference is that same starting
+model, frozen: with a PEFT method it shares the policy's frozen base parameters (the base is held once) plus, when
+the start is an adapter, a frozen copy of that adapter; with full fine-tuning the policy trains a private copy and
+the reference keeps the original. SimPO needs no reference. `dpo.precompute_reference` computes the reference
+log-probabilities of every pair once, before training, into RUN_DIR/reference_logps.npz (reused on resume).
+
+A micro-batch holds both sides of B pairs: rows 0..B-1 chosen, B..2B-1 rejected, with SFT-style labels on the
+final response, so one forward gives every log-probability the loss needs.
+"""
+import os
+
+import numpy as np
+from mindspore import nn, ops
+
+from mindtune.data.preference import load_preferences
+from mindtune.engine.losses import IGNORE, token_log_probs
+from mindtune.engine.trainer import Trainer, TrainTask
+from mindtune.errors import ConfigError
+from mindtune.models.roles import BasePool
+from mindtune.rlhf.losses import _weighted_mean, dpo_loss, sequence_log_probs
+from mindtune.stages.common import check_inputs, prepare_run, print_summary, run_fingerprint, save_final
+
+METRICS = ("reward_chosen", "reward_rejected", "reward_margin", "accuracy", "logp_chosen", "logp_rejected",
+           "sft_loss")
+REFERENCE_FILE = "reference_logps.npz"
+
+
+class DPOLoss(nn.Cell):
+    """(input_ids [2B, L], labels [2B, L], weight [B], ref_logps [2B]) -> (loss, METRICS).
+
+    ref_logps are used when there is no reference network in the graph (precomputed, or simpo's zeros)."""
+
+    def __init__(self, policy, reference, cfg):
+        super().__init__(auto_prefix=False)   # keep the parameter names checkpoints and adapters use
+        self.policy, self.reference, self.cfg = policy, reference, cfg
+        self.average = cfg.loss in ("ipo", "simpo")
+
+    def _logps(self, network, input_ids, labels):
+        logits, _ = network(input_ids)
+        logp, mask = token_log_probs(logits, labels)
+        return sequence_log_probs(logp, mask, self.average), logp.sum(-1), mask.sum(-1)
+
+    def construct(self, input_ids, labels, weight, ref_logps):
+        cfg = self.cfg
+        b = weight.shape[0]
+        logps, total, count = self._logps(self.policy, input_ids, labels)
+        if self.reference is not None:
+            ref_logps = ops.stop_gradient(self._logps(self.reference, input_ids, labels)[0])
+        loss, chosen, rejected = dpo_loss(logps[:b], logps[b:], ref_logps[:b], ref_logps[b:], cfg.loss, cfg.beta,
+                                          cfg.label_smoothing, cfg.gamma, weight)
+        sft = _weighted_mean(-total[:b] / ops.maximum(count[:b], 1.0), weight)   # per-token NLL of chosen
+        if cfg.sft_coef:
+            loss = loss + cfg.sft_coef * sft
+        margin = chosen - rejected
+        accuracy = _weighted_mean((margin > 0).astype(margin.dtype), weight)
+        return loss, (_weighted_mean(chosen, weight), _weighted_mean(rejected, weight),
+                      _weighted_mean(margin, weight), accuracy, _weighted_mean(logps[:b], weight),
+                      _weighted_mean(logps[b:], weight), sft)
+
+
+def pair_batch(data, idx, batch_size: int, pad_id: int, ref=None):
+    """(ids [2B, L], labels [2B, L], weight [B], ref_logps [2B]) for pairs `idx`, padded with zero-weight pairs."""
+    n, fill = len(idx), batch_size - len(idx)
+    ids = [data.chosen[idx], data.rejected[idx]]
+    labels = [data.chosen_labels[idx], data.rejected_labels[idx]]
+    refs = [ref[0][idx], ref[1][idx]] if ref is not None else [np.zeros(n, np.float32)] * 2
+    if fill:
+        width = data.chosen.shape[1]
+        ids = [np.concatenate([x, np.full((fill, width), pad_id, np.int32)]) for x in ids]
+        labels = [np.concatenate([x, np.full((fill, width), IGNORE, np.int32)]) for x in labels]
+        refs = [np.concatenate([x, np.zeros(fill, np.float32)]) for x in refs]
+    weight = np.concatenate([np.ones(n, np.float32), np.zeros(fill, np.float32)])
+    return np.concatenate(ids), np.concatenate(labels), weight, np.concatenate(refs).astype(np.float32)
+
+
+def check_config(cfg):
+    if cfg.dpo.loss == "ipo" and cfg.dpo.beta <= 0:
+        raise ConfigError("dpo.beta: must be > 0 for the ipo loss (its target margin is 1 / (2 beta))")
+    if cfg.dpo.reference is not None:
+        raise ConfigError("dpo.reference: a reference other than the starting model is not supported yet; "
+                          "leave it unset (the reference is model.path)")
+
+
+def build_networks(run, batch_size: int):
+    """(policy Adapted, frozen reference network or None, BasePool). See the module docstring."""
+    from mindtune import peft
+
+    cfg, resolved = run.config, run.resolved
+    seq = cfg.data.max_length + peft.extra_positions(cfg.peft)
+    pool = BasePool(run.profile, seq, batch_size, cfg.seed, cfg.parallel)
+    saved = resolved.model_dir.weights() if resolved.model_dir is not None and resolved.model_dir.is_adapter \
+        else None
+    full = cfg.peft.method == "none"
+    # full fine-tuning trains a private copy of the base; PEFT methods train only their own tensors
+    policy = peft.apply_peft(pool.causal_lm(resolved, shared=not full), cfg.peft, resolved.spec,
+                             tokenizer=resolved.tokenizer, seed=cfg.seed, saved=saved, where=resolved.source)
+    if cfg.dpo.loss == "simpo":
+        return policy, None, pool
+    if saved is None:
+        reference = pool.causal_lm(resolved, seq_length=cfg.data.max_length)
+    else:  # the starting adapter, frozen, on the shared base
+        reference = peft.apply_peft(pool.causal_lm(resolved), cfg.peft, resolved.spec, tokenizer=resolved.tokenizer,
+                                    seed=cfg.seed, saved=saved, where=resolved.source).network
+    in_policy = {id(p): p.name for p in policy.network.get_parameters()}
+    names = set(in_policy.values())
+    for p in reference.get_parameters():
+        if id(p) in in_policy:
+            continue          # the shared frozen base
+        p.requires_grad = False
+        if p.name in names:   # a private copy (full fine-tuning, the starting adapter): two tensors of one
+            p.name = "reference." + p.name   # name must not meet in one graph
+    return policy, reference, pool
+
+
+class ReferenceLogps:
+    """Reference log-probabilities of every pair of a set, computed in fixed-size compiled batches."""
+
+    def __init__(self, reference, cfg, batch_size: int, pad_id: int):
+        import mindspore as ms
+
+        self.ms, self.batch, self.pad = ms, batch_size, pad_id
+        average = cfg.dpo.loss in ("ipo", "simpo")
+        self.reference = reference
+
+        @ms.jit
+        def forward(input_ids, labels):
+            logits, _ = reference(input_ids)
+            logp, mask = token_log_probs(logits, labels)
+            return sequence_log_probs(logp, mask, average)
+
+        self._forward = forward
+
+    def __call__(self, data) -> tuple:
+        self.reference.set_train(False)
+        chosen, rejected = [], []
+        for i in range(0, len(data), self.batch):
+            idx = np.arange(i, min(i + self.batch, len(data)))
+            ids, labels, _, _ = pair_batch(data, idx, self.batch, self.pad)
+            out = self._forward(self.ms.Tensor(ids), self.ms.Tensor(labels)).asnumpy()
+            chosen.append(out[:len(idx)])
+            rejected.append(out[self.batch:self.batch + len(idx)])
+        return np.concatenate(chosen).astype(np.float32), np.concatenate(rejected).astype(np.float32)
+
+
+def reference_logps(run, reference, sets: dict, batch_size: int, pad_id: int) -> dict:
+    """{name: (chosen [N], rejected [N])}: read from RUN_DIR/reference_logps.npz when a previous session of this
+    run wrote it (the run's fingerprint pins the data and model), else computed now and written there."""
+    path = os.path.join(run.run_dir, REFERENCE_FILE)
+    if os.path.isfile(path):
+        with np.load(path) as saved:
+            found = {name: (saved[f"{name}_chosen"], saved[f"{name}_rejected"]) for name in sets
+                     if f"{name}_chosen" in saved.files}
+        if all(name in found and len(found[name][0]) == len(data) for name, data in sets.items()):
+            return found
+    compute = ReferenceLogps(reference, run.config, batch_size, pad_id)
+    found = {name: compute(data) for name, data in sets.items()}
+    if run.rank == 0:
+        tmp = path + ".tmp.npz"
+        np.savez(tmp, **{f"{n}_{side}": v for n, (c, r) in found.items() for side, v in (("chosen", c),
+                                                                                          ("rejected", r))})
+        os.replace(tmp, path)
+    return found
+
+
+def run(config) -> dict:
+    checked = check_inputs(config)
+    check_config(config)
+    cfg, spec, tok = config, checked[1].spec, checked[1].tokenizer
+    pad, b = spec.pad_token_id, cfg.train.batch_size
+    load = dict(tokenizer=tok, max_length=cfg.data.max_length, pad_id=pad, truncation=cfg.data.truncation)
+    train = load_preferences(cfg.data.train, key="data.train", **load)
+    held_out = load_preferences(cfg.data.eval, key="data.eval", limit=cfg.data.eval_rows, **load) \
+        if cfg.data.eval else None
+    run = prepare_run(config, checked)
+    sampler = run.sampler(len(train))
+    pairs = sampler.batch
+    policy, reference, pool = build_networks(run, 2 * pairs)
+
+    refs = {}
+    if reference is not None and cfg.dpo.precompute_reference:
+        sets = {"train": train, **({"eval": held_out} if held_out else {})}
+        refs = reference_logps(run, reference, sets, pairs, pad)
+        reference = None   # the loss reads the saved numbers instead
+    from mindtune.peft import count_parameters
+    trainable, total = count_parameters(policy)
+    if run.rank == 0:
+        ref = "none (simpo)" if cfg.dpo.loss == "simpo" else \
+            ("precomputed" if refs else "the starting model") + f", {pool.copies} base cop{'y' if pool.copies == 1 else 'ies'} held"
+        print(f"dpo: {len(train)} training pairs ({train.dropped} dropped as too long), loss={cfg.dpo.loss}, "
+              f"beta={cfg.dpo.beta}, peft={cfg.peft.method}, trainable parameters {trainable:,} / {total:,}; "
+              f"reference: {ref}", flush=True)
+
+    def eval_batches():
+        for i in range(0, len(held_out), pairs):
+            yield pair_batch(held_out, np.arange(i, min(i + pairs, len(held_out))), pairs, pad, refs.get("eval"))
+
+    task = TrainTask(loss_cell=DPOLoss(policy.network, reference, cfg.dpo), aux_names=METRICS,
+                     trainable=policy.trainable,
+                     train_batch=lambda k: pair_batch(train, sampler.indices(k), pairs, pad, refs.get("train")),
+                     eval_batches=eval_batches if held_out else None,
+                     tokens_in=lambda batch: int((batch[0] != pad).sum()),
+                     loss_tokens=lambda batch: float(batch[2].sum()),   # the loss is a mean over real pairs
+                     fingerprint=run_fingerprint(cfg))
+    summary = Trainer(cfg, run.run_dir, task, run.profile, desc="dpo", run=run).fit()
+    last = summary.get("last", {})
+    result = {k: last[k] for k in ("eval_accuracy", "eval_reward_margin", "eval_loss") if k in last}
+    if run.rank == 0:
+        save_final(run, policy, meta={"dpo": {"loss": cfg.dpo.loss, "beta": cfg.dpo.beta, **result}})
+    extra = ""
+    if "eval_accuracy" in last:
+        extra = (f"held-out reward accuracy {last['eval_accuracy']:.3f}, margin {last['eval_reward_margin']:.3f} "
+                 f"(chosen {last['eval_reward_chosen']:.3f}, rejected {last['eval_reward_rejected']:.3f})")
+    print_summary(run, summary, extra=extra)
+    return summary
+
+
+def check_rows(rows):
+    """Row-format check for `mindtune validate`: every row must be a preference pair (raises with file:line)."""
+    from mindtune.data.preference import preference_pair
+
+    for where, row in rows:
+        preference_pair(row, where)
