@@ -74,6 +74,9 @@ class TrainConfig:
         maths (batch size, accumulation, data files, model, PEFT settings, seed, max length, stage options)
         changed since it was written (refused by default, naming the changed keys).
     graph_mode: compile with MindSpore graph mode (20-30x faster than PyNative on CPU).
+    eval_metrics: task metrics on greedy generations for data.eval's prompts at each evaluation (exact_match,
+        contains, rouge, bleu), logged as eval_exact_match, eval_rougeL, ... (sft; full fine-tuning and LoRA).
+    eval_max_new_tokens: the longest generation eval_metrics scores.
     """
     batch_size: int = opt(4, min=1)
     grad_accum: int = opt(1, min=1)
@@ -97,6 +100,8 @@ class TrainConfig:
     resume: str = opt("auto", choices=("auto", "never"))
     resume_changed: bool = opt(False)
     graph_mode: bool = opt(True)
+    eval_metrics: List[str] = opt([])
+    eval_max_new_tokens: int = opt(64, min=1)
 
 
 @dataclass

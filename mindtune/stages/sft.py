@@ -5,6 +5,7 @@ from mindtune.data.formats import sft_messages
 from mindtune.data.sft import load_sft
 from mindtune.engine.losses import CausalLMLoss
 from mindtune.engine.trainer import Trainer, TrainTask
+from mindtune.eval.training import build_evaluator, check_training_eval
 from mindtune.peft import count_parameters
 from mindtune.stages.common import (build_adapted, check_inputs, prepare_run, print_summary,
                                     run_fingerprint, save_final)
@@ -20,12 +21,17 @@ def run(config) -> dict:
     if cfg.data.eval:
         eval_set = load_sft(cfg.data.eval, tok, cfg.data.max_length, pad, cfg.data.truncation,
                             cfg.data.train_on_prompt, key="data.eval", limit=cfg.data.eval_rows)
+    eval_rows = check_training_eval(cfg)   # train.eval_metrics: task metrics on generations
     run = prepare_run(config, checked)
     lm, adapted = build_adapted(run)
     trainable, total = count_parameters(adapted)
     if run.rank == 0:
         print(f"sft: {len(train_x)} training rows ({dropped} dropped as too long), peft={cfg.peft.method}, "
               f"trainable parameters {trainable:,} / {total:,} ({100 * trainable / total:.3f}%)", flush=True)
+    evaluator = build_evaluator(eval_rows, cfg, resolved, adapted, run.profile) if eval_rows else None
+    if evaluator is not None and run.rank == 0:
+        start = evaluator()
+        print("task metrics at the start: " + ", ".join(f"{k[5:]} {v:.3f}" for k, v in start.items()), flush=True)
 
     sampler = run.sampler(len(train_x))
 
@@ -44,11 +50,11 @@ def run(config) -> dict:
                      eval_batches=eval_batches if eval_set else None,
                      tokens_in=lambda batch: int((batch[0] != pad).sum()),
                      loss_tokens=lambda batch: int((batch[1] != -100).sum()),
-                     fingerprint=run_fingerprint(cfg))
+                     eval_extra=evaluator, fingerprint=run_fingerprint(cfg))
     summary = Trainer(cfg, run.run_dir, task, run.profile, desc="sft", run=run).fit()
     if run.rank == 0:
         save_final(run, adapted)
-    print_summary(run, summary)
+    print_summary(run, summary, extra=evaluator.report() if evaluator is not None else "")
     return summary
 
 
