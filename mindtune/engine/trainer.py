@@ -177,15 +177,7 @@ class Trainer:
         return ckpt.save_checkpoint(self.run_dir, step, self.state_tensors(), state, self.cfg.save_total_limit)
 
     def _check_fingerprint(self, saved: dict, path: str):
-        from mindtune.errors import ConfigError
-
-        now = self.task.fingerprint
-        changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
-        if changed and not self.cfg.resume_changed:
-            shown = ", ".join(f"{k} ({saved.get(k)!r} -> {now.get(k)!r})" for k in changed[:4])
-            raise ConfigError(f"train.resume: the checkpoint {path} was made by a different run: {shown}"
-                              f"{' and more' if len(changed) > 4 else ''}; use another output_dir, or set "
-                              "train.resume_changed=true to continue anyway")
+        check_fingerprint(saved, self.task.fingerprint, path, self.cfg.resume_changed)
 
     def resume(self) -> tuple:
         """(start_step, history) from the latest checkpoint, or (0, {}) for a fresh run."""
@@ -204,7 +196,7 @@ class Trainer:
     # -- loops -----------------------------------------------------------------------------------------------
     def evaluate(self) -> dict:
         if self.task.eval_batches is None:
-            return {}
+            return self.task.eval_extra() if self.task.eval_extra is not None else {}
         self.task.loss_cell.set_train(False)
         totals, count = None, 0.0
         for batch in self.task.eval_batches():
@@ -258,7 +250,7 @@ class Trainer:
                 if self.use_scaler:
                     self.scaler.adjust(ms.Tensor(finite))
                 # the step's loss: every micro-batch (and rank) weighted as its gradient was
-                loss_value = self._sum_over_ranks(sum(w * l for w, l in zip(weights, losses))) / self.world
+                loss_value = self.sum_over_ranks(sum(w * l for w, l in zip(weights, losses))) / self.world
                 elapsed = time.perf_counter() - began
                 if step > start:  # the first step of a process includes graph compilation
                     timed_tokens, timed_seconds = timed_tokens + tokens, timed_seconds + elapsed
@@ -293,7 +285,8 @@ class Trainer:
         return summary
 
 
-    def _sum_over_ranks(self, value: float) -> float:
+    def sum_over_ranks(self, value: float) -> float:
+        """`value` summed over the data-parallel ranks (itself on one device)."""
         if self._global_sum is None:
             return value
         return float(self._global_sum(self.ms.Tensor(np.array([value], np.float32))).asnumpy()[0])
@@ -305,10 +298,22 @@ class Trainer:
             counts = [1.0] * len(batches)
         else:
             counts = [float(self.task.loss_tokens(b)) for b in batches]
-        total = self._sum_over_ranks(sum(counts))
+        total = self.sum_over_ranks(sum(counts))
         if total <= 0:
             return [0.0] * len(batches)
         return [c * self.world / total for c in counts]
+
+
+def check_fingerprint(saved: dict, now: dict, path: str, allow_changes: bool = False):
+    """Refuse to resume the checkpoint at `path` when the run's fingerprint changed, naming the keys."""
+    from mindtune.errors import ConfigError
+
+    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if changed and not allow_changes:
+        shown = ", ".join(f"{k} ({saved.get(k)!r} -> {now.get(k)!r})" for k in changed[:4])
+        raise ConfigError(f"train.resume: the checkpoint {path} was made by a different run: {shown}"
+                          f"{' and more' if len(changed) > 4 else ''}; use another output_dir, or set "
+                          "train.resume_changed=true to continue anyway")
 
 
 def _square_sum(grad):

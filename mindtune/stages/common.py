@@ -74,8 +74,11 @@ def prepare_run(config, checked=None) -> Run:
                               "choose another output_dir or set train.resume=auto")
     if config.train.resume == "auto":
         found = ckpt.latest_checkpoint(run_dir)
-        if found:
+        if found:  # a broken checkpoint, or one a different run made, is refused before anything is written
             ckpt.verify_checkpoint(found[1])
+            from mindtune.engine.trainer import check_fingerprint
+            saved = ckpt.load_checkpoint(found[1])[1].get("fingerprint", {})
+            check_fingerprint(saved, run_fingerprint(config), found[1], config.train.resume_changed)
     world_size, rank = _distributed()
     if world_size == 1 and config.parallel.device_num > 1:
         raise ConfigError(f"parallel: the plan needs {config.parallel.device_num} devices but this process runs "
@@ -174,9 +177,19 @@ def run_fingerprint(config) -> dict:
             node = node[part]
         return node
 
-    found = {key: get(key) for key in FINGERPRINT_KEYS}
+    found = {}
+
+    def put(key, value):  # sections and dict values as dotted leaves, so a refusal names e.g. peft.rank
+        if isinstance(value, dict) and value:
+            for k, v in value.items():
+                put(f"{key}.{k}", v)
+        else:
+            found[key] = value
+
+    for key in FINGERPRINT_KEYS:
+        put(key, get(key))
     if config.stage in values and config.stage not in ("sft",):
-        found[config.stage] = values[config.stage]
+        put(config.stage, values[config.stage])
     for key in ("train", "eval"):
         path = getattr(config.data, key)
         if path and os.path.isfile(path):
