@@ -1,6 +1,7 @@
 """The experiment schema: one dataclass per yaml section; every key, its type, default and allowed range.
 
-Validation is driven by the dataclass fields: `choices=` and `min=`/`max=` in a field's metadata bound it.
+Validation is driven by the dataclass fields: `choices=`, `min=`/`max=` (inclusive) and `max_exclusive=` in a
+field's metadata bound it.
 Every error names the dotted key, the value and the file the value came from.
 """
 import dataclasses
@@ -11,9 +12,9 @@ from typing import List, Optional
 from mindtune.errors import ConfigError
 
 
-def opt(default, *, choices=None, min=None, max=None, doc=""):  # noqa: A002 - mirrors the yaml vocabulary
+def opt(default, *, choices=None, min=None, max=None, max_exclusive=None, doc=""):  # noqa: A002 - yaml words
     """A dataclass field with validation metadata."""
-    meta = {"choices": choices, "min": min, "max": max, "doc": doc}
+    meta = {"choices": choices, "min": min, "max": max, "max_exclusive": max_exclusive, "doc": doc}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -125,7 +126,7 @@ class PeftConfig:
     method: str = opt("none", choices=PEFT_METHODS)
     rank: int = opt(8, min=1)
     alpha: float = opt(16.0, min=0.0)
-    dropout: float = opt(0.0, min=0.0, max=1.0)
+    dropout: float = opt(0.0, min=0.0, max_exclusive=1.0)
     rslora: bool = opt(False)
     target_modules: List[str] = opt(["wq", "wk", "wv", "wo"])
     num_virtual_tokens: int = opt(16, min=1)
@@ -398,5 +399,7 @@ def build(cls, data, sources: dict, prefix: str = ""):
                 raise ConfigError(f"{where(name)}: {value!r} is below the minimum {meta['min']}")
             if meta.get("max") is not None and value > meta["max"]:
                 raise ConfigError(f"{where(name)}: {value!r} is above the maximum {meta['max']}")
+            if meta.get("max_exclusive") is not None and value >= meta["max_exclusive"]:
+                raise ConfigError(f"{where(name)}: {value!r} must be below {meta['max_exclusive']}")
         values[name] = value
     return cls(**values)
