@@ -220,6 +220,8 @@ class PPOConfig(RolloutOptions):
         actor (the starting policy with a new value head).
     ptx_coef, ptx_data: InstructGPT's PPO-ptx: ptx_coef x the SFT loss on rows of ptx_data (SFT rows) is added
         to every policy update (0 disables).
+    share_base: roles whose bases are the same model share one frozen copy of it (false loads a copy per role:
+        only for measuring what sharing saves).
     """
     actor: Optional[str] = opt(None)
     reward_model: Optional[str] = opt(None)
@@ -240,6 +242,7 @@ class PPOConfig(RolloutOptions):
     critic_init: str = opt("reward_model", choices=("reward_model", "actor"))
     ptx_coef: float = opt(0.0, min=0.0)
     ptx_data: Optional[str] = opt(None)
+    share_base: bool = opt(True)
 
 
 @dataclass

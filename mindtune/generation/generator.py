@@ -11,7 +11,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from mindtune.errors import ConfigError
+from mindtune.errors import CheckpointError, ConfigError
 from mindtune.generation.sampling import SamplingConfig, next_tokens
 
 MASKED = -1e9
@@ -21,8 +21,9 @@ MASKED = -1e9
 class GenerationOutput:
     """tokens: int64 [batch, max_new_tokens], each row's new tokens (its EOS included) then pad ids.
     lengths: int64 [batch], how many of each row's tokens are real.
-    logprobs: float32 [batch, max_new_tokens], log-probability of each chosen token under the model (before
-    temperature/top-k/top-p), 0 after a row's end."""
+    logprobs: float32 [batch, max_new_tokens], log-probability of each chosen token under the model's
+    distribution at the sampling temperature (log_softmax(logits / T); T = 1 for greedy), never the top-k/top-p
+    truncated one (the policy RL stages train), 0 after a row's end."""
     tokens: np.ndarray
     lengths: np.ndarray
     logprobs: np.ndarray = None
@@ -50,12 +51,19 @@ def log_softmax_at(logits: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return np.take_along_axis(logits, ids[:, None], -1)[:, 0] - norm
 
 
+def _embedding(weights: dict) -> np.ndarray:
+    name = "model.tok_embeddings.embedding_weight"
+    if name not in weights:
+        raise CheckpointError(f"generation weights: missing tensor {name!r} (the token embedding)")
+    return np.asarray(weights[name], np.float32)
+
+
 class Generator:
     """Generation for one model. Graphs are compiled lazily and kept while batch and length fit.
 
     spec: the ModelSpec; weights: full weights by MindFormers name (merged adapters included);
-    profile: a DeviceProfile (float16 compute on Ascend 910A, float32 on CPU; bf16 falls back to float16
-    here since sampling needs fp32 logits anyway); batch_size: rows per device call (smaller requests
+    profile: a DeviceProfile (its compute dtype: float16 on Ascend 910A, bfloat16 on 910B, float32 on CPU;
+    logits always come back in float32); batch_size: rows per device call (smaller requests
     are padded, larger are split); len_multiple: prompt blocks and cache lengths are rounded up to it, so
     few distinct shapes get compiled.
     """
@@ -66,7 +74,7 @@ class Generator:
         self.profile = profile
         self.batch_size = batch_size
         self.len_multiple = len_multiple
-        self.embedding = np.asarray(weights["model.tok_embeddings.embedding_weight"], np.float32)
+        self.embedding = _embedding(weights)
         self._decoder = None
         self._capacity = 0
         self._prefix_cached = False
@@ -75,7 +83,7 @@ class Generator:
     def update_weights(self, weights: dict):
         """Use new weights (same architecture) for the next calls; compiled graphs are kept."""
         self.weights = weights
-        self.embedding = np.asarray(weights["model.tok_embeddings.embedding_weight"], np.float32)
+        self.embedding = _embedding(weights)
         if self._decoder is not None:
             self._decoder.set_weights(self.spec, weights)
 
@@ -85,9 +93,9 @@ class Generator:
 
             from mindtune.generation.decoder import CachedDecoder
 
-            dtype = ms.float32
-            if self.profile is not None and self.profile.compute_dtype in ("float16", "bfloat16"):
-                dtype = ms.float16
+            # the training profile's compute dtype: bf16-trained models decode in bf16, never squeezed into fp16
+            dtype = {"float16": ms.float16, "bfloat16": ms.bfloat16}.get(
+                getattr(self.profile, "compute_dtype", "float32"), ms.float32)
             self._capacity = _round_up(length, 128)
             fused_norm = self.profile is not None and self.profile.fused_rms_norm
             self._decoder = CachedDecoder(self.spec, self.weights, self.batch_size, self._capacity, dtype,
@@ -100,11 +108,12 @@ class Generator:
     def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int,
                  sampling: SamplingConfig = SamplingConfig(), seed: int = 0,
                  eos_ids: Optional[Sequence[int]] = None, soft_prompt: Optional[np.ndarray] = None,
-                 prefix_kv=None, min_new_tokens: int = 0) -> GenerationOutput:
+                 prefix_kv=None, min_new_tokens: int = 0, banned_ids: Sequence[int] = ()) -> GenerationOutput:
         """Continue each prompt (a list of token ids) by up to `max_new_tokens` tokens, stopping a row at EOS.
 
         eos_ids: the tokens that end a row (default: the spec's EOS); min_new_tokens: EOS cannot be chosen
-            before this many tokens (as in transformers' generate).
+            before this many tokens (as in transformers' generate). banned_ids: tokens never chosen (RL rollouts
+            ban the pad id, which the training network's attention would mask).
         soft_prompt: optional [n_virtual, hidden] embeddings placed before every prompt (prompt tuning).
         prefix_kv: optional per-layer (key, value) arrays [kv_heads, n_prefix, head_dim] every token attends
             to (prefix tuning / P-tuning v2).
@@ -115,7 +124,7 @@ class Generator:
         eos = {self.spec.eos_token_id} if eos_ids is None else {int(i) for i in eos_ids}
         rng = np.random.default_rng(seed)
         parts = [self._generate_batch(list(prompts[start:start + self.batch_size]), max_new_tokens, sampling,
-                                      rng, eos, soft_prompt, prefix_kv, min_new_tokens)
+                                      rng, eos, soft_prompt, prefix_kv, min_new_tokens, list(banned_ids))
                  for start in range(0, len(prompts), self.batch_size)]
         if not parts:
             return GenerationOutput(np.zeros((0, max_new_tokens), np.int64), np.zeros(0, np.int64),
@@ -123,7 +132,8 @@ class Generator:
         return GenerationOutput(*(np.concatenate([getattr(p, f) for p in parts])
                                   for f in ("tokens", "lengths", "logprobs")))
 
-    def _generate_batch(self, prompts, max_new_tokens, sampling, rng, eos, soft_prompt, prefix_kv, min_new):
+    def _generate_batch(self, prompts, max_new_tokens, sampling, rng, eos, soft_prompt, prefix_kv, min_new,
+                        banned):
         import mindspore as ms
 
         spec, rows, cap_rows = self.spec, len(prompts), self.batch_size
@@ -185,13 +195,15 @@ class Generator:
         cur_pos = row_len.copy()                       # next position of each row
         slot = n_prefix + block
         eos_list = sorted(eos)
+        temperature = 1.0 if sampling.greedy else sampling.temperature
         for t in range(max_new_tokens):
             allowed = logits
-            if t < min_new and eos_list:
+            blocked = banned + (eos_list if t < min_new else [])
+            if blocked:
                 allowed = logits.copy()
-                allowed[:, eos_list] = -np.inf
+                allowed[:, blocked] = -np.inf
             new = next_tokens(allowed, sampling, rng)
-            chosen = log_softmax_at(logits, new)
+            chosen = log_softmax_at(logits / np.float32(temperature), new)
             for b in np.nonzero(~done)[0]:
                 out[b, t] = new[b]
                 logprobs[b, t] = chosen[b]

@@ -49,6 +49,46 @@ def pairwise_metrics(r_chosen, r_rejected, weight=None):
     return accuracy, _weighted_mean(diff, weight), mean, std
 
 
+# ---- policy-gradient losses (PPO, GRPO): tensors [B, T] aligned with pre-shifted labels, mask 1 on actions --
+
+def masked_mean(x, mask):
+    """Mean of x over the entries where mask is 1 (0 if there are none)."""
+    return (x * mask).sum() / ops.maximum(mask.sum(), 1.0)
+
+
+def kl_estimate(logp, ref_logp, estimator: str = "k3"):
+    """Per-token KL(policy || reference) estimate: k1 = log p - log ref; k3 = r - 1 - log r, r = ref / p
+    (never negative). The numpy twin for reward shaping is mindtune.rlhf.advantages.kl_per_token."""
+    log_ratio = logp - ref_logp
+    if estimator == "k1":
+        return log_ratio
+    return ops.exp(-log_ratio) - 1.0 - (-log_ratio)
+
+
+def clipped_policy_loss(logp, old_logp, advantages, mask, clip_low: float, clip_high: float):
+    """PPO's clipped surrogate per token: max(-A r, -A clip(r, 1 - clip_low, 1 + clip_high)), r = p / p_old.
+    Returns (per-token loss, per-token 1.0 where the clipped side was taken)."""
+    ratio = ops.exp(logp - old_logp)
+    unclipped = -advantages * ratio
+    clipped = -advantages * ops.clip_by_value(ratio, 1.0 - clip_low, 1.0 + clip_high)
+    loss = ops.maximum(unclipped, clipped)
+    return loss * mask, (clipped > unclipped).astype(loss.dtype) * mask
+
+
+def clipped_value_loss(values, old_values, returns, mask, clip: float):
+    """0.5 * max((v - R)^2, (v_clipped - R)^2) per token, v_clipped = v_old + clip(v - v_old, -c, c).
+    Returns (per-token loss, per-token 1.0 where the clipped side was larger)."""
+    clipped_values = old_values + ops.clip_by_value(values - old_values, -clip, clip)
+    plain, clipped = (values - returns) ** 2, (clipped_values - returns) ** 2
+    return 0.5 * ops.maximum(plain, clipped) * mask, (clipped > plain).astype(values.dtype) * mask
+
+
+def entropy_from_logits(logits):
+    """Entropy of softmax(logits) over the last axis: logsumexp(z) - sum softmax(z) z."""
+    probs = ops.softmax(logits, -1)
+    return ops.logsumexp(logits, -1) - (probs * logits).sum(-1)
+
+
 # -- DPO family (direct preference optimisation; stage dpo) ----------------------------------------------------
 # Inputs are per-pair sequence log-probabilities of the response tokens: summed for sigmoid (DPO), averaged per
 # token for ipo (as TRL does) and simpo (length normalisation is SimPO's point); simpo has no reference (pass 0).

@@ -3,7 +3,8 @@ import importlib
 
 from mindtune.errors import ConfigError
 
-STAGES = {"sft": "mindtune.stages.sft", "rm": "mindtune.stages.rm", "dpo": "mindtune.stages.dpo"}
+STAGES = {"sft": "mindtune.stages.sft", "rm": "mindtune.stages.rm", "dpo": "mindtune.stages.dpo",
+          "ppo": "mindtune.stages.ppo"}
 
 
 def run_stage(config) -> dict:

@@ -1,0 +1,121 @@
+"""Rollouts for the online stages (ppo, grpo): prompts in, sampled responses laid out for the training network.
+
+    prompts = encode_prompts(read_rows(path), tokenizer, max_length, key="data.train")
+    rollout = sample(generator, prompts, options, seed=[seed, iteration], eos_ids=..., pad_id=...,
+                     seq_length=max_length + options.max_new_tokens)
+
+Each row of a Rollout is [prompt][response][pad ...] (right padded to `seq_length`), the layout of SFT rows: the
+training network reads it with the pad mask MindFormers builds from `ids != pad_id`. `labels` carries each
+response token at the position that predicts it (the SFT convention), so `token_log_probs(logits, labels)` gives
+the policy's log-probabilities of exactly the sampled actions. The pad id is banned in sampling: MindFormers
+masks every key equal to it, so a sampled pad token (SmolLM2's pad is the real token <|endoftext|>) would be
+invisible to the training network. A row ends at its EOS (kept as its last action) or at max_new_tokens.
+"""
+from dataclasses import dataclass
+from typing import List, Sequence
+
+import numpy as np
+
+from mindtune.engine.losses import IGNORE
+from mindtune.errors import ConfigError, DataError
+
+
+@dataclass
+class Rollout:
+    input_ids: np.ndarray        # int32 [N, S] prompt, response, pad ids
+    labels: np.ndarray           # int32 [N, S] response tokens at the positions that predict them, IGNORE elsewhere
+    last_index: np.ndarray       # int32 [N] position of each row's last real token (where a reward model reads)
+    ended: np.ndarray            # bool [N] the response ended with EOS
+    gen_logprobs: np.ndarray     # float32 [N, S] the generator's log-probabilities, aligned with labels
+    responses: List[List[int]]   # the sampled token ids of each row (its EOS included)
+    prompt_index: np.ndarray     # int64 [N] which prompt each row answers
+
+    @property
+    def mask(self) -> np.ndarray:
+        """float32 [N, S]: 1 on response actions."""
+        return (self.labels != IGNORE).astype(np.float32)
+
+    @property
+    def response_lengths(self) -> np.ndarray:
+        return np.array([len(r) for r in self.responses])
+
+    def select(self, idx) -> "Rollout":
+        return Rollout(self.input_ids[idx], self.labels[idx], self.last_index[idx], self.ended[idx],
+                       self.gen_logprobs[idx], [self.responses[i] for i in idx], self.prompt_index[idx])
+
+
+def prompt_text(row: dict, where: str, tokenizer, raw: bool = False) -> str:
+    """The text a prompt row stands for: `{"messages"}` through the chat template with the assistant turn opened;
+    `{"prompt"}` as a user turn (or plain text with `raw`, or when the model has no chat template)."""
+    from mindtune.data.formats import _text, check_messages
+
+    if "messages" in row:
+        if not tokenizer.chat_template:
+            raise DataError(f"{where}: 'messages' rows need a chat template and the model has none")
+        return tokenizer.apply_chat_template(check_messages(row["messages"], where), add_generation_prompt=True)
+    if "prompt" not in row:
+        raise DataError(f"{where}: expected a 'prompt' or 'messages' field")
+    text = _text(row, "prompt", where)
+    if raw or not tokenizer.chat_template:
+        return text
+    return tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True)
+
+
+def encode_prompts(rows, tokenizer, max_length: int, pad_id: int, key: str = "data.train") -> List[List[int]]:
+    """Token ids of each prompt row; a prompt longer than `max_length` tokens, an empty one, or one containing
+    the pad id stops with its file:line."""
+    from mindtune.data.sft import reject_pad_token
+
+    out = []
+    for where, row in rows:
+        ids = tokenizer.encode(prompt_text(row, where, tokenizer))
+        if not ids:
+            raise DataError(f"{where}: the prompt is empty")
+        if len(ids) > max_length:
+            raise DataError(f"{where}: the prompt has {len(ids)} tokens, more than data.max_length={max_length} "
+                            f"({key}); raise data.max_length or shorten the prompt")
+        reject_pad_token(ids, pad_id, where)
+        out.append(ids)
+    return out
+
+
+def check_special_ids(pad_id: int, eos_ids: Sequence[int], where: str):
+    if pad_id in set(eos_ids):
+        raise ConfigError(f"{where}: the pad id {pad_id} is also an EOS id; the training network masks pad ids, so "
+                          "every real EOS would be hidden (set a distinct pad token in the model's config)")
+
+
+def sample(generator, prompts: Sequence[Sequence[int]], sampling, max_new_tokens: int, seed, eos_ids,
+           pad_id: int, seq_length: int, prompt_index=None) -> Rollout:
+    """Sample one response per prompt (repeat prompts for several) and lay the rows out for training."""
+    check_special_ids(pad_id, eos_ids, "rollout")
+    seed = int(np.random.SeedSequence(seed).generate_state(1)[0])
+    out = generator.generate(list(prompts), max_new_tokens, sampling, seed=seed, eos_ids=sorted(eos_ids),
+                             banned_ids=[pad_id])
+    n = len(prompts)
+    input_ids = np.full((n, seq_length), pad_id, np.int32)
+    labels = np.full((n, seq_length), IGNORE, np.int32)
+    gen_logprobs = np.zeros((n, seq_length), np.float32)
+    last_index = np.zeros(n, np.int32)
+    eos = set(int(e) for e in eos_ids)
+    responses = out.rows()
+    for i, (prompt, response) in enumerate(zip(prompts, responses)):
+        p, r = len(prompt), len(response)
+        if p + r > seq_length:
+            raise ConfigError(f"rollout: {p} prompt + {r} response tokens exceed the sequence length {seq_length}")
+        input_ids[i, :p] = prompt
+        input_ids[i, p:p + r] = response
+        labels[i, p - 1:p + r - 1] = response
+        gen_logprobs[i, p - 1:p + r - 1] = out.logprobs[i, :r]
+        last_index[i] = p + r - 1
+    ended = np.array([bool(r) and r[-1] in eos for r in responses])
+    index = np.arange(n) if prompt_index is None else np.asarray(prompt_index)
+    return Rollout(input_ids, labels, last_index, ended, gen_logprobs, responses, index)
+
+
+def batches(n: int, batch_size: int):
+    """Index arrays covering range(n) in chunks of batch_size, the last one padded by repeating row 0 (callers
+    drop the filler results); the compiled graphs see one batch shape only."""
+    for start in range(0, n, batch_size):
+        idx = np.arange(start, min(start + batch_size, n))
+        yield idx, np.concatenate([idx, np.zeros(batch_size - len(idx), np.int64)])
