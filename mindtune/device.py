@@ -3,6 +3,8 @@
 The same code runs on CPU and Ascend; only this profile differs. CPU turns off the Ascend-only kernels
 (flash attention, fused RMSNorm, bf16) and uses the rope-slice path; Ascend turns them back on.
 """
+import contextlib
+import glob
 import os
 from dataclasses import dataclass
 
@@ -30,8 +32,38 @@ class DeviceProfile:
 _PRECISION = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
-def resolve_profile(device: str = "cpu", hardware: str = "auto", precision: str = "auto") -> DeviceProfile:
-    """Combine the config's device, hardware and precision keys into one profile, refusing impossible pairs."""
+# An Ascend server shows its NPUs as /dev/davinci0, 1, ... (next to /dev/davinci_manager); CANN's set_env.sh
+# exports ASCEND_OPP_PATH (MindSpore's Ascend backend reads its operator packages from there).
+ASCEND_DEVICE_GLOB = "/dev/davinci[0-9]*"
+_host_check = {"on": True}
+
+
+@contextlib.contextmanager
+def without_host_check():
+    """Resolve profiles for planning (validate, plan): an Ascend config may be checked on a CPU machine."""
+    was = _host_check["on"]
+    _host_check["on"] = False
+    try:
+        yield
+    finally:
+        _host_check["on"] = was
+
+
+def ascend_host_problem() -> str:
+    """What this host lacks to run on Ascend ("" when nothing is missing)."""
+    if not glob.glob(ASCEND_DEVICE_GLOB):
+        return ("this host has no Ascend NPU (no /dev/davinci* device): run on an Ascend server with its driver "
+                "installed and `source ascend_env/set_env.sh` there, or use the CPU")
+    if not os.environ.get("ASCEND_OPP_PATH"):
+        return ("CANN is not set up in this shell (ASCEND_OPP_PATH is unset): run `source ascend_env/set_env.sh` "
+                "first")
+    return ""
+
+
+def resolve_profile(device: str = "cpu", hardware: str = "auto", precision: str = "auto",
+                    key: str = "device") -> DeviceProfile:
+    """Combine the config's device, hardware and precision keys into one profile, refusing impossible pairs and
+    (outside `without_host_check`) an Ascend device this host cannot run. `key` names the option in errors."""
     if device == "cpu":
         if hardware not in ("auto", "cpu"):
             raise ConfigError(f"hardware: {hardware!r} needs device: ascend (device is cpu)")
@@ -40,6 +72,9 @@ def resolve_profile(device: str = "cpu", hardware: str = "auto", precision: str 
         dtype = _PRECISION.get(precision, "float32")
         return DeviceProfile("cpu", "CPU", dtype, use_flash_attention=False, fused_rms_norm=False,
                              use_rope_slice=True)
+    problem = ascend_host_problem() if _host_check["on"] else ""
+    if problem:
+        raise ConfigError(f"{key}: ascend, but {problem}")
     hardware = "910b" if hardware in ("auto", "cpu") else hardware
     if hardware == "910a" and precision == "bf16":
         raise ConfigError("train.precision: the Ascend 910A has no bf16 units; use fp16")

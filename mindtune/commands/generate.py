@@ -64,6 +64,7 @@ def run(args) -> int:
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1 (got {args.batch_size})")
+    profile = resolve_profile(args.device, precision=args.precision, key="--device")
     sampling = sampling_from_args(args)
     rows = read_rows(args.input, key="--input")
     resolved, spec, weights, extras = resolve_generation_model(args.model, args.seed)
@@ -72,7 +73,6 @@ def run(args) -> int:
         raise ConfigError(f"--model: {resolved.source} has no tokenizer")
     prompts = [tokenizer.encode(prompt_text(row, where, tokenizer, args.raw)) for where, row in rows]
 
-    profile = resolve_profile(args.device, precision=args.precision)
     setup_context(profile, graph_mode=True, seed=args.seed)
     eos = {spec.eos_token_id} | ({tokenizer.eos_id} if tokenizer.eos_id is not None else set())
     generator = Generator(spec, weights, profile, batch_size=min(args.batch_size, len(prompts)))

@@ -29,7 +29,7 @@ def register(sub):
 
 
 def _request(args):
-    from mindtune.device import resolve_profile
+    from mindtune.device import resolve_profile, without_host_check
     from mindtune.parallel import PlanRequest, Workload, get_hardware, lora_targets, resolve_spec
     from mindtune.config.schema import PEFT_METHODS
 
@@ -56,7 +56,8 @@ def _request(args):
     if args.top < 1:
         raise ConfigError(f"--top {args.top}: must be at least 1")
     precision = config.train.precision if config is not None else "auto"
-    profile = resolve_profile("ascend", hardware, precision)
+    with without_host_check():  # planning for a cluster needs no NPU here
+        profile = resolve_profile("ascend", hardware, precision)
     param_dtype = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[args.param_dtype]
     if hardware == "910a" and param_dtype == "bfloat16":
         raise ConfigError("--param-dtype bf16: the 910A has no bf16 units; use fp16 or fp32")

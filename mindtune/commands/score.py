@@ -36,10 +36,10 @@ def run(args) -> int:
         raise ConfigError(f"--batch-size must be >= 1 (got {args.batch_size})")
     if args.max_length < 0:
         raise ConfigError(f"--max-length must be >= 1 (got {args.max_length})")
+    profile = resolve_profile(args.device, precision=args.precision, key="--device")
     rows = read_rows(args.input, key="--input")
     conversations = [scored_conversation(row, where) for where, row in rows]
 
-    profile = resolve_profile(args.device, precision=args.precision)
     setup_context(profile, graph_mode=True, seed=0)
     batch = min(args.batch_size, len(rows))
     reward_model, resolved, stats = load_reward_model(args.model, profile, batch, args.max_length)

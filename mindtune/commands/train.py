@@ -5,7 +5,9 @@ from mindtune.config import load_config
 def register(sub):
     p = sub.add_parser("train", help="run the stage a yaml experiment names (sft, rm, ppo, ...)")
     p.add_argument("config", help="experiment yaml file")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.max_steps=200")
+    # default=[] keeps argparse from listing the optional overrides as required when the config is missing
+    p.add_argument("overrides", nargs="*", default=[], metavar="key=value",
+                   help="dotted overrides, e.g. train.max_steps=200")
     p.set_defaults(func=run)
 
 

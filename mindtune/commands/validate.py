@@ -7,19 +7,26 @@ from mindtune.errors import ConfigError
 def register(sub):
     p = sub.add_parser("validate", help="check a config (schema, paths, data, parallel rules) without training")
     p.add_argument("config")
-    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("overrides", nargs="*", default=[], metavar="key=value")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from mindtune.device import ascend_host_problem, without_host_check
+    from mindtune.stages import STAGES
     from mindtune.stages.common import check_inputs
 
     config = load_config(args.config, args.overrides)
-    profile, resolved = check_inputs(config, need_tokenizer=False)
+    if config.stage not in STAGES:  # the same refusal as `mindtune train`
+        raise ConfigError(f"stage: {config.stage!r} is not implemented yet; available: {', '.join(STAGES)}")
+    with without_host_check():  # a cluster's config may be validated on any machine
+        profile, resolved = check_inputs(config, need_tokenizer=False)
     _check_data(config)
     problems = _parallel_problems(config)
     if problems:
         raise ConfigError("; ".join(problems))
+    if config.device == "ascend" and ascend_host_problem():
+        print(f"note: device ascend: {ascend_host_problem()}; `mindtune train` refuses to start on this host")
     if resolved.tokenizer is None:
         print(f"note: {config.model.path} has no tokenizer; training needs model.tokenizer or a converted model")
     print(f"{args.config}: ok (stage {config.stage}, model {resolved.source}, "
@@ -34,7 +41,7 @@ def _check_data(config):
 
     from mindtune.stages import STAGES
 
-    module = importlib.import_module(STAGES[config.stage]) if config.stage in STAGES else None
+    module = importlib.import_module(STAGES[config.stage])
     for key in ("train", "eval"):
         if getattr(config.data, key):
             rows = read_rows(getattr(config.data, key), f"data.{key}")

@@ -171,7 +171,16 @@ class CachedDecoder(nn.Cell):
 
     def set_weights(self, spec, weights: dict):
         """Replace the weights in place (same shapes): no recompilation."""
-        for name, array in fused_weights(spec, weights).items():
+        arrays = fused_weights(spec, weights)
+        unused = sorted(n for n in weights if n.endswith(".bias") and ".attention.w" in n) if not spec.qkv_bias \
+            else []
+        new, gone = sorted(set(arrays) - set(self.params)), sorted(set(self.params) - set(arrays))
+        if unused or new or gone:
+            what = f"q/k/v biases ({unused[0]}, ...) the spec has no place for" if unused else \
+                f"tensors {', '.join((new or gone)[:2])} {'not in' if new else 'missing from'} the built decoder"
+            raise CheckpointError(f"generation weights: {what}; a changed architecture (e.g. BitFit's added "
+                                  "biases: qkv_bias) needs a new Generator built with the new spec")
+        for name, array in arrays.items():
             param = self.params[name]
             if tuple(param.shape) != array.shape:
                 raise CheckpointError(f"generation weights: {name} has shape {array.shape}, expected {param.shape}")
@@ -180,6 +189,8 @@ class CachedDecoder(nn.Cell):
     def reset_cache(self, prefix=None):
         """Zero the cache; `prefix` optionally gives per-layer (k, v) arrays [kv_heads, P, head_dim] that fill
         the first P slots of every row (prefix tuning)."""
+        if prefix is not None:
+            _check_prefix(prefix, len(self.layers), self.layers[0].k_cache.shape)
         for i, layer in enumerate(self.layers):
             for j, cache in enumerate((layer.k_cache, layer.v_cache)):
                 data = np.zeros(cache.shape, np.float32)
@@ -187,3 +198,17 @@ class CachedDecoder(nn.Cell):
                     kv = np.asarray(prefix[i][j], np.float32)
                     data[:, :, :kv.shape[1], :] = kv[None]
                 cache.set_data(Tensor(data, cache.dtype))
+
+
+def _check_prefix(prefix, layers: int, cache_shape):
+    """Per-layer (key, value) prefixes must be [kv_heads, P, head_dim] for every layer, P within the cache."""
+    _, kv_heads, slots, head_dim = cache_shape
+    shapes = {np.shape(t) for pair in prefix for t in pair}
+    if len(prefix) != layers or any(len(pair) != 2 for pair in prefix) or len(shapes) != 1 or \
+            len(next(iter(shapes))) != 3:
+        raise CheckpointError(f"prefix: expected {layers} (key, value) pairs of one shape [kv_heads, P, head_dim], "
+                              f"got {len(prefix)} with shapes {sorted(shapes)[:2]}")
+    heads, p, dim = next(iter(shapes))
+    if (heads, dim) != (kv_heads, head_dim) or p > slots:
+        raise CheckpointError(f"prefix: shape {(heads, p, dim)}, this model needs [kv_heads={kv_heads}, "
+                              f"P<={slots}, head_dim={head_dim}]")

@@ -70,10 +70,11 @@ def config_hardware(config) -> Hardware:
 
 
 def workload_from_config(config, spec=None) -> Workload:
-    from mindtune.device import resolve_profile
+    from mindtune.device import resolve_profile, without_host_check
 
     spec = spec or resolve_spec(config.model.path, config.model.spec)
-    profile = resolve_profile(config.device, config.hardware, config.train.precision)
+    with without_host_check():  # the workload of a config is planned anywhere
+        profile = resolve_profile(config.device, config.hardware, config.train.precision)
     return Workload(spec=spec, seq_length=config.data.max_length, stage=config.stage, peft=config.peft.method,
                     lora_rank=config.peft.rank, lora_targets=lora_targets(config.peft.target_modules),
                     num_virtual_tokens=config.peft.num_virtual_tokens, param_dtype="float32",

@@ -62,11 +62,14 @@ def _fold(resolved, seed: int):
     if cfg.method in ("prompt", "ptuning"):
         if PROMPT_EMBEDDINGS not in saved:
             raise CheckpointError(f"{where}: adapter lacks tensor {PROMPT_EMBEDDINGS!r}")
-        return spec, base, {"soft_prompt": np.asarray(saved[PROMPT_EMBEDDINGS], np.float32)}, cfg.method
+        prompt = np.asarray(saved[PROMPT_EMBEDDINGS], np.float32)
+        if prompt.ndim != 2 or prompt.shape[1] != spec.hidden_size:
+            raise CheckpointError(f"{where}: {PROMPT_EMBEDDINGS} has shape {prompt.shape}, this model needs "
+                                  f"(P, hidden) = (P, {spec.hidden_size})")
+        return spec, base, {"soft_prompt": prompt}, cfg.method
     if cfg.method in ("prefix", "ptuning_v2"):
-        if PREFIX_KV not in saved:
-            raise CheckpointError(f"{where}: adapter lacks tensor {PREFIX_KV!r}")
-        kv = np.asarray(saved[PREFIX_KV], np.float32)
+        from mindtune.peft.ptuning_v2 import saved_prefixes
+        kv = np.asarray(saved_prefixes(saved, cfg, spec, where), np.float32)  # (layers, 2, kv_heads, P, head_dim)
         return spec, base, {"prefix_kv": [(kv[i, 0], kv[i, 1]) for i in range(kv.shape[0])]}, cfg.method
     raise CheckpointError(f"{where}: a {cfg.method!r} adapter cannot be used for generation: its bottleneck "
                           "layers do not fold into the Llama weights and the generator has no adapter layers")
