@@ -1,8 +1,9 @@
 """Rollouts for the online stages (ppo, grpo): prompts in, sampled responses laid out for the training network.
 
     prompts = encode_prompts(read_rows(path), tokenizer, max_length, key="data.train")
-    rollout = sample(generator, prompts, options, seed=[seed, iteration], eos_ids=..., pad_id=...,
-                     seq_length=max_length + options.max_new_tokens)
+    rollout = sample(generator, prompts, sampling, max_new_tokens, seed=[seed, iteration], eos_ids=...,
+                     pad_id=..., seq_length=max_length + max_new_tokens + len(suffix))
+    reward_ids, reward_last = reward_inputs(rollout, suffix)     # what a reward model scores
 
 Each row of a Rollout is [prompt][response][pad ...] (right padded to `seq_length`), the layout of SFT rows: the
 training network reads it with the pad mask MindFormers builds from `ids != pad_id`. `labels` carries each
@@ -111,6 +112,29 @@ def sample(generator, prompts: Sequence[Sequence[int]], sampling, max_new_tokens
     ended = np.array([bool(r) and r[-1] in eos for r in responses])
     index = np.arange(n) if prompt_index is None else np.asarray(prompt_index)
     return Rollout(input_ids, labels, last_index, ended, gen_logprobs, responses, index)
+
+
+def turn_suffix(tokenizer, eos_ids) -> List[int]:
+    """The tokens a chat template puts after an assistant turn's EOS (SmolLM2's and the tiny model's: "\n" after
+    <|im_end|>). A reward model trained on rendered conversations reads its score at the last of them, so a
+    response that ended with EOS gets them appended before it is scored (`reward_inputs`)."""
+    if not tokenizer.chat_template:
+        return []
+    ids = tokenizer.encode(tokenizer.apply_chat_template([{"role": "user", "content": "x"},
+                                                          {"role": "assistant", "content": "y"}]))
+    ends = [i for i, t in enumerate(ids) if t in set(eos_ids)]
+    return ids[ends[-1] + 1:] if ends else []
+
+
+def reward_inputs(rollout: Rollout, suffix: Sequence[int]):
+    """(input_ids, last_index) for the reward model: rows that ended with EOS continue with the template's
+    `suffix`, as the conversations the reward model was trained on; the others are read at their last token."""
+    ids, last = rollout.input_ids.copy(), rollout.last_index.copy()
+    if suffix:
+        for i in np.nonzero(rollout.ended)[0]:
+            ids[i, last[i] + 1:last[i] + 1 + len(suffix)] = suffix
+            last[i] += len(suffix)
+    return ids, last
 
 
 def batches(n: int, batch_size: int):

@@ -27,7 +27,8 @@ from mindtune.errors import ConfigError
 from mindtune.rlhf import advantages as adv
 from mindtune.rlhf.losses import (clipped_policy_loss, clipped_value_loss, entropy_from_logits,
                                   masked_mean)
-from mindtune.rlhf.rollout import check_special_ids, encode_prompts, sample
+from mindtune.rlhf.rollout import (batches, check_special_ids, encode_prompts, reward_inputs, sample,
+                                   turn_suffix)
 from mindtune.stages.common import (EpochSampler, check_inputs, prepare_run, print_summary, run_fingerprint,
                                     save_final)
 
@@ -218,6 +219,7 @@ class RolloutBuffer:
                                        top_p=cfg.top_p).check()
         self.pad = run.resolved.spec.pad_token_id
         self.eos = eos_ids(run.resolved.spec, run.resolved.tokenizer)
+        self.suffix = turn_suffix(run.resolved.tokenizer, self.eos)
         self.state = extra_state
         self.state.setdefault("kl_coef", cfg.kl_coef)
         self.sum_over_ranks = sum_over_ranks
@@ -238,14 +240,15 @@ class RolloutBuffer:
         n, b = len(prompts), self.batch_size
         logp = np.zeros((n, self.seq_length), np.float32)
         values, ref_logp, scores = np.zeros_like(logp), np.zeros_like(logp), np.zeros(n)
-        from mindtune.rlhf.rollout import batches
+        reward_ids, reward_last = reward_inputs(rollout, self.suffix)
         for keep, idx in batches(n, b):
             ids, labels = ms.Tensor(rollout.input_ids[idx]), ms.Tensor(rollout.labels[idx])
             lp, v = self.roles.actor_forward(ids, labels)
             k = len(keep)
             logp[keep], values[keep] = lp.asnumpy()[:k], v.asnumpy()[:k]
             ref_logp[keep] = self.roles.reference_forward(ids, labels).asnumpy()[:k]
-            scores[keep] = self.roles.reward_forward(ids, ms.Tensor(rollout.last_index[idx])).asnumpy()[:k]
+            scores[keep] = self.roles.reward_forward(ms.Tensor(reward_ids[idx]),
+                                                     ms.Tensor(reward_last[idx])).asnumpy()[:k]
         arrays = {"logp": logp, "values": values, "ref_logp": ref_logp, "scores": scores}
         return rollout, arrays, generated - began, time.perf_counter() - generated
 
@@ -345,7 +348,8 @@ def run(config) -> dict:
     config, checked, rm, (prompts, held_out) = check(config)
     cfg, ppo = config, config.ppo
     run = prepare_run(config, checked)
-    b, seq_length = cfg.train.batch_size, cfg.data.max_length + ppo.max_new_tokens
+    suffix = turn_suffix(run.resolved.tokenizer, eos_ids(run.resolved.spec, run.resolved.tokenizer))
+    b, seq_length = cfg.train.batch_size, cfg.data.max_length + ppo.max_new_tokens + len(suffix)
     roles = Roles(run, rm, b, seq_length)
     trainable = list(roles.actor.trainable) + roles.critic_params
     n_train, n_total = count_parameters(roles.actor)
