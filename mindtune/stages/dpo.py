@@ -22,8 +22,10 @@ from mindtune.models.roles import BasePool
 from mindtune.rlhf.losses import _weighted_mean, dpo_loss, sequence_log_probs
 from mindtune.stages.common import check_inputs, prepare_run, print_summary, run_fingerprint, save_final
 
+# accuracy: the implicit reward of chosen above rejected's (0 at the start: policy == reference); logp_accuracy:
+# the policy's own log-probability of chosen above rejected's (what the model itself prefers)
 METRICS = ("reward_chosen", "reward_rejected", "reward_margin", "accuracy", "logp_chosen", "logp_rejected",
-           "sft_loss")
+           "logp_accuracy", "sft_loss")
 REFERENCE_FILE = "reference_logps.npz"
 
 
@@ -57,7 +59,8 @@ class DPOLoss(nn.Cell):
         accuracy = _weighted_mean((margin > 0).astype(margin.dtype), weight)
         return loss, (_weighted_mean(chosen, weight), _weighted_mean(rejected, weight),
                       _weighted_mean(margin, weight), accuracy, _weighted_mean(logps[:b], weight),
-                      _weighted_mean(logps[b:], weight), sft)
+                      _weighted_mean(logps[b:], weight),
+                      _weighted_mean((logps[:b] > logps[b:]).astype(margin.dtype), weight), sft)
 
 
 def pair_batch(data, idx, batch_size: int, pad_id: int, ref=None):
@@ -178,16 +181,21 @@ def run(config) -> dict:
     pairs = sampler.batch
     policy, reference, pool = build_networks(run, 2 * pairs)
 
-    refs = {}
+    refs, initial = {}, {}
     if reference is not None and cfg.dpo.precompute_reference:
         sets = {"train": train, **({"eval": held_out} if held_out else {})}
         refs = reference_logps(run, reference, sets, pairs, pad)
         reference = None   # the loss reads the saved numbers instead
+        if "eval" in refs and run.rank == 0:
+            initial["initial_logp_accuracy"] = float(np.mean(refs["eval"][0] > refs["eval"][1]))
+            print(f"dpo: the reference prefers chosen on {initial['initial_logp_accuracy']:.3f} of the held-out "
+                  "pairs (log-probability)", flush=True)
     from mindtune.peft import count_parameters
     trainable, total = count_parameters(policy)
     if run.rank == 0:
+        copies = f"{pool.copies} base cop{'y' if pool.copies == 1 else 'ies'} held"
         ref = "none (simpo)" if cfg.dpo.loss == "simpo" else \
-            ("precomputed" if refs else "the starting model") + f", {pool.copies} base cop{'y' if pool.copies == 1 else 'ies'} held"
+            f"{'precomputed' if refs else 'the starting model'}, {copies}"
         print(f"dpo: {len(train)} training pairs ({train.dropped} dropped as too long), loss={cfg.dpo.loss}, "
               f"beta={cfg.dpo.beta}, peft={cfg.peft.method}, trainable parameters {trainable:,} / {total:,}; "
               f"reference: {ref}", flush=True)
@@ -205,13 +213,17 @@ def run(config) -> dict:
                      fingerprint=run_fingerprint(cfg))
     summary = Trainer(cfg, run.run_dir, task, run.profile, desc="dpo", run=run).fit()
     last = summary.get("last", {})
-    result = {k: last[k] for k in ("eval_accuracy", "eval_reward_margin", "eval_loss") if k in last}
+    result = {k: last[k] for k in ("eval_accuracy", "eval_reward_margin", "eval_logp_accuracy", "eval_loss")
+              if k in last}
+    result.update(initial)
     if run.rank == 0:
         save_final(run, policy, meta={"dpo": {"loss": cfg.dpo.loss, "beta": cfg.dpo.beta, **result}})
     extra = ""
     if "eval_accuracy" in last:
         extra = (f"held-out reward accuracy {last['eval_accuracy']:.3f}, margin {last['eval_reward_margin']:.3f} "
-                 f"(chosen {last['eval_reward_chosen']:.3f}, rejected {last['eval_reward_rejected']:.3f})")
+                 f"(chosen {last['eval_reward_chosen']:.3f}, rejected {last['eval_reward_rejected']:.3f}); the "
+                 f"policy prefers chosen on {last['eval_logp_accuracy']:.3f}"
+                 + (f" (the reference: {initial['initial_logp_accuracy']:.3f})" if initial else ""))
     print_summary(run, summary, extra=extra)
     return summary
 

@@ -38,7 +38,7 @@ def test_lora_dpo_starts_at_log_2_and_learns_the_held_out_preference(lora_run):
     first = rows[0]
     assert first["loss"] == pytest.approx(math.log(2.0), abs=1e-5)     # policy == reference at the start
     assert first["reward_margin"] == pytest.approx(0.0, abs=1e-5) and first["accuracy"] == 0.0
-    for key in ("reward_chosen", "reward_rejected", "logp_chosen", "logp_rejected"):
+    for key in ("reward_chosen", "reward_rejected", "logp_chosen", "logp_rejected", "logp_accuracy"):
         assert key in first and f"eval_{key}" in rows[9]
     assert rows[-1]["eval_accuracy"] >= 0.9 and rows[-1]["eval_reward_margin"] > 0
     assert np.mean([r["loss"] for r in rows[-5:]]) < first["loss"] - 0.1
@@ -80,6 +80,8 @@ def test_precomputed_reference_gives_the_same_steps_and_is_kept_with_the_run(lor
     saved = np.load(out / "reference_logps.npz")
     assert saved["train_chosen"].shape == (400,) and saved["eval_chosen"].shape == (40,)
     assert np.all(saved["train_chosen"] < 0)
+    meta = json.load(open(out / "model" / "mindtune_model.json"))["dpo"]
+    assert meta["initial_logp_accuracy"] == np.mean(saved["eval_chosen"] > saved["eval_rejected"])
     for ra, rb in zip(metrics(lora_run)[:3], metrics(out)):
         for key in ("loss", "reward_margin", "logp_chosen", "grad_norm"):
             assert rb[key] == pytest.approx(ra[key], rel=1e-4, abs=1e-5), (ra["step"], key)
