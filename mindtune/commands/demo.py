@@ -1,5 +1,8 @@
-"""mindtune demo: the embedded default run — LoRA SFT of a tiny Llama on the shipped instruction set."""
+"""mindtune demo: the embedded default run — a tiny Llama trained from scratch on a small synthetic task, with the
+held-out exact match printed before and after. `--real` fine-tunes SmolLM2-135M-Instruct with LoRA on a task the
+base model fails (see demo_real.py); `--pipeline` runs SFT -> RM -> PPO on the tiny model."""
 import os
+import time
 
 from mindtune.config import load_config
 
@@ -8,14 +11,19 @@ ASSETS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets")
 
 def demo_overrides(output_dir: str) -> list:
     return [f"output_dir={output_dir}",
-            f"data.train={os.path.join(ASSETS, 'demo_sft_train.jsonl')}",
-            f"data.eval={os.path.join(ASSETS, 'demo_sft_eval.jsonl')}"]
+            f"data.train={os.path.join(ASSETS, 'demo_upper_train.jsonl')}",
+            f"data.eval={os.path.join(ASSETS, 'demo_upper_eval.jsonl')}"]
 
 
 def register(sub):
-    p = sub.add_parser("demo", help="fine-tune a tiny Llama with LoRA on the shipped instruction set (under a minute on 2 CPU cores)")
+    p = sub.add_parser("demo", help="train a tiny Llama from scratch on a synthetic task and show its held-out exact "
+                                    "match rise from 0 to about 100%% (about two minutes on 2 CPU cores)")
     p.add_argument("--output-dir", default=None,
                    help="run directory (default: runs/demo, or runs/demo-N if that one is taken)")
+    p.add_argument("--real", action="store_true",
+                   help="LoRA fine-tuning of SmolLM2-135M-Instruct on a task the base model fails (fetches the "
+                        "model into models/smollm2-135m if missing; under ten minutes on 2 CPU cores)")
+    p.add_argument("--pipeline", action="store_true", help="SFT -> reward model -> PPO on the tiny model")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(func=run)
 
@@ -23,12 +31,30 @@ def register(sub):
 def run(args) -> int:
     from mindtune.stages import run_stage
 
+    if args.pipeline:
+        from mindtune.stages.pipeline import run_demo_pipeline
+        return run_demo_pipeline(args.output_dir or _free_dir("runs/demo-pipeline"), list(args.overrides))
+    if args.real:
+        from mindtune.commands.demo_real import run_real_demo
+        return run_real_demo(args.output_dir or _free_dir("runs/demo-real"), list(args.overrides))
     output_dir = args.output_dir or _free_dir("runs/demo")
     config = load_config(None, demo_overrides(output_dir) + list(args.overrides), defaults=DEMO)
-    method = "full" if config.peft.method == "none" else config.peft.method
-    print(f"mindtune demo: SFT ({method}) of a tiny random Llama on CPU -> {config.output_dir}")
-    run_stage(config)
+    method = "full fine-tuning" if config.peft.method == "none" else config.peft.method
+    print(f"mindtune demo: {method} of a tiny Llama from random weights, on CPU -> {config.output_dir}\n"
+          "task: write four letters in capitals ('q-w-e-r' -> 'Q-W-E-R'); scored by exact match on 64 held-out "
+          "rows whose letter sequences never occur in training", flush=True)
+    began = time.time()
+    summary = run_stage(config)
+    print(headline(summary, time.time() - began))
     return 0
+
+
+def headline(summary: dict, seconds: float, metric: str = "eval_exact_match") -> str:
+    """`held-out exact match: 0.0% -> 100.0% in 95 s`."""
+    start, end = summary.get("eval_at_start", {}).get(metric), summary.get("last", {}).get(metric)
+    if start is None or end is None:
+        return f"done in {seconds:.0f} s"
+    return f"held-out exact match: {100 * start:.1f}% -> {100 * end:.1f}% in {seconds:.0f} s"
 
 
 def _free_dir(base: str) -> str:
@@ -40,14 +66,17 @@ def _free_dir(base: str) -> str:
 
 
 # The demo's experiment, embedded so that it runs from an installed package with no files beside it
-# (run_configs/tiny/sft_lora_cpu.yaml is the same experiment as a file).
+# (run_configs/tiny/sft_demo_cpu.yaml is the same experiment as a file). Full fine-tuning from random weights:
+# a random base under LoRA has nothing to adapt. Two layers suffice for the task (a copy at a fixed offset plus
+# a letter -> capital map); the exact match rises from 0 past 90% at about step 150.
 DEMO = {
     "stage": "sft",
     "seed": 0,
-    "model": {"path": "tiny", "spec": {"num_layers": 4, "hidden_size": 128, "num_heads": 4, "num_kv_heads": 2,
+    "model": {"path": "tiny", "spec": {"num_layers": 2, "hidden_size": 128, "num_heads": 4, "num_kv_heads": 2,
                                        "intermediate_size": 256}},
-    "data": {"max_length": 64},
-    "train": {"batch_size": 8, "max_steps": 300, "lr": 3e-3, "warmup_steps": 10, "schedule": "cosine",
-              "log_every": 10, "eval_every": 100, "save_every": 100, "resume": "never"},
-    "peft": {"method": "lora", "rank": 16, "alpha": 32, "target_modules": ["wq", "wk", "wv", "wo", "w1", "w2", "w3"]},
+    "data": {"max_length": 40},
+    "train": {"batch_size": 16, "max_steps": 200, "lr": 5e-3, "warmup_steps": 10, "schedule": "cosine",
+              "log_every": 10, "eval_every": 50, "save_every": 100, "resume": "never",
+              "eval_metrics": ["exact_match"], "eval_max_new_tokens": 12},
+    "peft": {"method": "none"},
 }

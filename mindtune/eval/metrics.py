@@ -2,7 +2,8 @@
 
 - exact_match: 1 when the normalised texts are equal (see `Normalise`);
 - contains: 1 when the normalised reference occurs in the normalised prediction;
-- rouge: ROUGE-1/2/L F1 from `rouge_chinese` (the package MindFormers' ADGEN metric uses), on words;
+- rouge: ROUGE-1/2/L F1 from `rouge_chinese` (the package MindFormers' ADGEN metric uses), on words; ROUGE-1/2
+  count distinct n-grams, as that package does;
 - bleu: sentence BLEU-4 from `nltk` (uniform weights, brevity penalty, `SmoothingFunction().method3` as in
   MindFormers' ADGEN metric), on words.
 

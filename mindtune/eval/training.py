@@ -65,7 +65,7 @@ class TrainingEvaluator:
             f"{k[5:]} {self.first['scores'].get(k, float('nan')):.3f} -> {v:.3f}"
             for k, v in self.latest["scores"].items())]
         for i, row in enumerate(self.rows[:shown]):
-            prompt = row.messages[-1]["content"].replace("\n", " / ")
+            prompt = " / ".join(line for line in row.messages[-1]["content"].splitlines() if line.strip())
             lines.append(f"  {row.where}: {prompt!r} reference {row.reference!r}: "
                          f"before {self.first['predictions'][i]!r} -> after {self.latest['predictions'][i]!r}")
         return "\n".join(lines)

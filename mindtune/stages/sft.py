@@ -54,6 +54,8 @@ def run(config) -> dict:
     summary = Trainer(cfg, run.run_dir, task, run.profile, desc="sft", run=run).fit()
     if run.rank == 0:
         save_final(run, adapted)
+    if evaluator is not None and evaluator.first is not None:
+        summary["eval_at_start"] = evaluator.first["scores"]
     print_summary(run, summary, extra=evaluator.report() if evaluator is not None else "")
     return summary
 
