@@ -9,7 +9,7 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 prog="run_stage"
 [ "$#" -ge 2 ] || { echo "usage: $0 sft|rm|ppo|dpo CONFIG.yaml [dotted.key=value ...]" >&2; exit 2; }
 stage="$1"; config="$2"; shift 2
-case "$stage" in sft|rm|ppo|dpo) ;; *) echo "$prog: unknown stage '$stage' (sft, rm, ppo, dpo)" >&2; exit 2 ;; esac
+case "$stage" in sft|rm|ppo|dpo|grpo) ;; *) echo "$prog: unknown stage '$stage' (sft, rm, ppo, dpo, grpo)" >&2; exit 2 ;; esac
 [ -f "$config" ] || { echo "$prog: config not found: $config" >&2; exit 2; }
 python="${MINDTUNE_PYTHON:-python3}"
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
