@@ -87,33 +87,17 @@ def check_config(cfg):
 
 
 def build_networks(run, batch_size: int):
-    """(policy Adapted, frozen reference network or None, BasePool). See the module docstring."""
+    """(policy Adapted, frozen reference network or None for simpo, BasePool). See the module docstring."""
     from mindtune import peft
+    from mindtune.models.roles import disambiguate, policy_and_reference
 
     cfg, resolved = run.config, run.resolved
     seq = cfg.data.max_length + peft.extra_positions(cfg.peft)
     pool = BasePool(run.profile, seq, batch_size, cfg.seed, cfg.parallel)
-    saved = resolved.model_dir.weights() if resolved.model_dir is not None and resolved.model_dir.is_adapter \
-        else None
-    full = cfg.peft.method == "none"
-    # full fine-tuning trains a private copy of the base; PEFT methods train only their own tensors
-    policy = peft.apply_peft(pool.causal_lm(resolved, shared=not full), cfg.peft, resolved.spec,
-                             tokenizer=resolved.tokenizer, seed=cfg.seed, saved=saved, where=resolved.source)
-    if cfg.dpo.loss == "simpo":
-        return policy, None, pool
-    if saved is None:
-        reference = pool.causal_lm(resolved, seq_length=cfg.data.max_length)
-    else:  # the starting adapter, frozen, on the shared base
-        reference = peft.apply_peft(pool.causal_lm(resolved), cfg.peft, resolved.spec, tokenizer=resolved.tokenizer,
-                                    seed=cfg.seed, saved=saved, where=resolved.source).network
-    in_policy = {id(p): p.name for p in policy.network.get_parameters()}
-    names = set(in_policy.values())
-    for p in reference.get_parameters():
-        if id(p) in in_policy:
-            continue          # the shared frozen base
-        p.requires_grad = False
-        if p.name in names:   # a private copy (full fine-tuning, the starting adapter): two tensors of one
-            p.name = "reference." + p.name   # name must not meet in one graph
+    policy, reference = policy_and_reference(pool, resolved, cfg.peft, resolved.tokenizer, cfg.seed,
+                                             with_reference=cfg.dpo.loss != "simpo")
+    if reference is not None:   # private copies (full fine-tuning, the starting adapter) meet the policy in one graph
+        disambiguate(reference, policy.network, "reference.")
     return policy, reference, pool
 
 
