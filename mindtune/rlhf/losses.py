@@ -119,3 +119,28 @@ def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, loss_type
         z = beta * h - gamma if loss_type == "simpo" else beta * h
         losses = -(1.0 - label_smoothing) * log_sigmoid(z) - label_smoothing * log_sigmoid(-z)
     return _weighted_mean(losses, weight), beta * chosen, beta * rejected
+
+
+# -- GRPO (group relative policy optimisation; stage grpo) -----------------------------------------------------
+def grpo_loss(logp, old_logp, ref_logp, advantages, mask, epsilon: float, epsilon_high: float = 0.0,
+              beta: float = 0.0, loss_type: str = "token"):
+    """(loss, mean k3 KL per token, clip fraction) of a batch of sampled responses.
+
+    logp, old_logp, ref_logp, mask [B, T] aligned with pre-shifted labels; advantages [B], one per response (its
+    group-relative reward). Per token: the clipped surrogate with ratio bounds [1 - epsilon, 1 + epsilon_high]
+    (epsilon_high 0 = epsilon) plus beta x k3 KL to the reference. loss_type token: the mean over every response
+    token of the batch (DAPO, Dr. GRPO); sequence: each response's token mean, then the mean over responses
+    (the original GRPO, which weighs a short response's tokens more).
+    """
+    adv = advantages.expand_dims(-1) * mask
+    per_token, clipped = clipped_policy_loss(logp, old_logp, adv, mask, epsilon, epsilon_high or epsilon)
+    kl = kl_estimate(logp, ref_logp, "k3") * mask
+    if beta:
+        per_token = per_token + beta * kl
+    if loss_type == "sequence":
+        counts = mask.sum(-1)
+        rows = (counts > 0).astype(logp.dtype)
+        loss = ((per_token * mask).sum(-1) / ops.maximum(counts, 1.0)).sum() / ops.maximum(rows.sum(), 1.0)
+    else:
+        loss = masked_mean(per_token, mask)
+    return loss, masked_mean(kl, mask), masked_mean(clipped, mask)
