@@ -259,7 +259,8 @@ class RolloutBuffer:
             # loaded into them later) and kept in the checkpoints
             st["initial_eval"] = self.evaluate(self.held_out)
         idx = self.sampler.indices(iteration)
-        rollout, arr, t_gen, t_score = self.roll_out([self.prompts[i] for i in idx], [self.seed, iteration])
+        rollout, arr, t_gen, t_score = self.roll_out([self.prompts[i] for i in idx],
+                                                     [self.seed, iteration, self.run.rank])
         mask = rollout.mask
         if "logprob_gap" not in st:   # generator vs training network, once per run
             st["logprob_gap"] = float(np.abs((rollout.gen_logprobs - arr["logp"]) * mask).max())
@@ -285,16 +286,28 @@ class RolloutBuffer:
         rng = np.random.default_rng([self.seed, iteration, 1])
         self.order = np.concatenate([rng.permutation(rows) for _ in range(cfg.epochs)])
         lengths = rollout.response_lengths
-        self.metrics = {
+        returns_sum = rewards.sum(1)
+        mean = self._global_mean
+        self.metrics = {   # over the global batch: every rank's rollouts
             "iteration": iteration + 1,
-            "reward": float((rewards.sum(1)).mean()), "reward_std": float(rewards.sum(1).std()),
-            "score": float(arr["scores"].mean()), "score_std": float(arr["scores"].std()),
-            "score_normalised": float(score.mean()), "kl": sequence_kl, "kl_coef": kl_coef,
-            "response_length": float(lengths.mean()), "eos_fraction": float(rollout.ended.mean()),
+            "reward": mean(returns_sum), "reward_std": self._global_std(returns_sum),
+            "score": mean(arr["scores"]), "score_std": self._global_std(arr["scores"]),
+            "score_normalised": mean(score), "kl": sequence_kl, "kl_coef": kl_coef,
+            "response_length": mean(lengths), "eos_fraction": mean(rollout.ended),
             "explained_variance": _explained_variance(arr["values"], returns, mask),
-            "seconds_generating": t_gen, "seconds_scoring": t_score, "_began": time.perf_counter() - t_gen - t_score,
+            "seconds_generating": t_gen, "seconds_scoring": t_score,
+            "_began": time.perf_counter() - t_gen - t_score,
         }
         self.iteration = iteration
+
+    def _global_mean(self, values) -> float:
+        values = np.asarray(values, np.float64)
+        return self.sum_over_ranks(float(values.sum())) / self.sum_over_ranks(float(values.size))
+
+    def _global_std(self, values) -> float:
+        values = np.asarray(values, np.float64)
+        mean = self._global_mean(values)
+        return float(np.sqrt(max(self._global_mean((values - mean) ** 2), 0.0)))
 
     def train_batch(self, k: int):
         iteration, micro = divmod(k, self.micro_per_iteration)
