@@ -1,0 +1,76 @@
+"""mindtune demo: its embedded config and its run-config twin agree; the tiny model learns the held-out task
+(task metrics logged during training, and the same figure from `mindtune eval` on the saved model)."""
+import json
+import os
+import re
+
+import pytest
+
+from mindtune.commands.demo import DEMO, demo_overrides
+from mindtune.config import load_config
+from mindtune.engine.metrics import read_metrics
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_demo_config_matches_its_run_config_twin():
+    embedded = load_config(None, demo_overrides("runs/x"), defaults=DEMO).to_dict()
+    twin = load_config(os.path.join(REPO, "run_configs", "tiny", "sft_demo_cpu.yaml"), ["output_dir=runs/x"]).to_dict()
+    for cfg in (embedded, twin):
+        cfg["data"]["train"], cfg["data"]["eval"] = (os.path.basename(cfg["data"][k]) for k in ("train", "eval"))
+    assert embedded == twin
+
+
+def start_metric(stdout: str, name: str = "exact_match") -> float:
+    found = re.search(rf"task metrics at the start: .*?{name} ([0-9.]+)", stdout)
+    assert found, stdout
+    return float(found.group(1))
+
+
+@pytest.fixture(scope="module")
+def short_demo(tmp_path_factory, cli):
+    """The demo cut to 120 steps, with ROUGE beside exact match and an evaluation every 40 steps."""
+    run = tmp_path_factory.mktemp("demo") / "run"
+    code, stdout, stderr = cli("demo", "--output-dir", run, "train.max_steps=120", "train.eval_every=40",
+                               "train.save_every=0", "train.eval_metrics=[exact_match,rouge]")
+    assert code == 0, stderr
+    return run, stdout
+
+
+def test_task_metrics_are_logged_at_each_evaluation(short_demo):
+    run, stdout = short_demo
+    rows = [r for r in read_metrics(os.path.join(run, "metrics.jsonl")) if "eval_exact_match" in r]
+    assert [r["step"] for r in rows] == [40, 80, 120]
+    for row in rows:
+        assert {"eval_loss", "eval_rouge1", "eval_rouge2", "eval_rougeL"} <= set(row)
+        assert 0.0 <= row["eval_exact_match"] <= row["eval_rougeL"] + 1e-9 <= 1.0 + 1e-9
+    assert "task metrics on data.eval (start -> end): exact_match 0.000 ->" in stdout
+    assert "before" in stdout and "-> after" in stdout
+
+
+def test_held_out_exact_match_rises_from_zero(short_demo):
+    run, stdout = short_demo
+    rows = [r for r in read_metrics(os.path.join(run, "metrics.jsonl")) if "eval_exact_match" in r]
+    assert start_metric(stdout) <= 0.05
+    assert rows[-1]["eval_exact_match"] >= 0.5, rows
+    assert re.search(r"held-out exact match: [0-9.]+% -> [0-9.]+% in \d+ s", stdout)
+
+
+def test_logged_metrics_equal_mindtune_eval_on_the_saved_model(short_demo, cli, assets):
+    run, _ = short_demo
+    last = [r for r in read_metrics(os.path.join(run, "metrics.jsonl")) if "eval_exact_match" in r][-1]
+    out = run.parent / "eval"
+    code, _, stderr = cli("eval", "--model", run / "model", "--input", os.path.join(assets, "demo_upper_eval.jsonl"),
+                          "--metrics", "exact_match", "rouge", "--max-new-tokens", "12", "--output", out)
+    assert code == 0, stderr
+    summary = json.loads((out / "summary.json").read_text())["metrics"]
+    assert summary["exact_match"] == pytest.approx(last["eval_exact_match"])
+    assert summary["rougeL"] == pytest.approx(last["eval_rougeL"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_full_demo_reaches_ninety_percent(cli, tmp_path):
+    code, stdout, stderr = cli("demo", "--output-dir", tmp_path / "run")
+    assert code == 0, stderr
+    rows = [r for r in read_metrics(os.path.join(tmp_path / "run", "metrics.jsonl")) if "eval_exact_match" in r]
+    assert start_metric(stdout) <= 0.05 and rows[-1]["eval_exact_match"] >= 0.9, rows
