@@ -35,7 +35,9 @@ def llama_config(spec: ModelSpec, profile: DeviceProfile, seq_length: int, batch
         use_rope_slice=profile.use_rope_slice, use_past=False,
     )
     if parallel_config:
+        from mindtune.parallel.layers import pipeline_offset
         kwargs["parallel_config"] = parallel_config
+        kwargs["offset"] = pipeline_offset(spec.num_layers, parallel.pipeline_stage)  # uneven pipeline splits
     return LlamaConfig(**kwargs)
 
 

@@ -45,6 +45,12 @@ def check_strategy(spec: ModelSpec, s: Strategy, *, devices: Optional[int] = Non
         problems.append(f"{KEYS['cp']}={s.cp}: the sequence length {seq_length} is not divisible by {s.cp}")
     if global_batch is not None and global_batch % s.dp:
         problems.append(f"global batch {global_batch} is not divisible by {KEYS['dp']}={s.dp}")
+    if s.seq_parallel and mp == 1:
+        # MindFormers' Llama shards the norms and residual adds (dp, cp * mp, 1) under use_seq_parallel: the
+        # sequence is split over the tensor-parallel group, which model_parallel 1 does not have
+        problems.append(f"parallel.use_seq_parallel: sequence parallel splits the norm and residual activations "
+                        f"along the sequence over the model_parallel group; with {KEYS['mp']}=1 there is none "
+                        "(set model_parallel > 1 or use_seq_parallel=false)")
     if s.recompute not in ("none", "selective", "full"):
         problems.append(f"parallel.recompute={s.recompute!r}: must be none, selective or full")
     return problems

@@ -33,8 +33,23 @@ def test_fitting_ascend_config_passes():
     ok = ["model.path=llama2-7b", "data.max_length=4096", "device=ascend", "hardware=910b", "peft.method=lora",
           "parallel.data_parallel=8", "train.batch_size=1"]
     assert check_config(cfg(*ok)) == []
-    # the same with a batch far too large does not
-    assert check_config(cfg(*ok[:-1], "train.batch_size=16"))
+    # the same with a batch far too large does not fit, and the activations are what grew
+    (problem,) = check_config(cfg(*ok[:-1], "train.batch_size=16"))
+    assert problem.startswith("parallel: estimated ") and " GB per device exceeds the 59 GB usable on a 910b (" \
+        in problem, problem
+    activations = float(problem.split("activations ")[1].split(",")[0])
+    assert activations > 59, problem
+
+
+def test_sequence_parallel_needs_tensor_parallel():
+    base = ["model.path=llama2-7b", "data.max_length=4096", "device=ascend", "peft.method=lora",
+            "parallel.data_parallel=8", "train.batch_size=1", "parallel.use_seq_parallel=true"]
+    assert check_config(cfg(*base)) == [
+        "parallel.use_seq_parallel: sequence parallel splits the norm and residual activations along the sequence "
+        "over the model_parallel group; with parallel.model_parallel=1 there is none (set model_parallel > 1 or "
+        "use_seq_parallel=false)"]
+    tp = ["parallel.data_parallel=2", "parallel.model_parallel=4"]
+    assert not [p for p in check_config(cfg(*base, *tp)) if "use_seq_parallel" in p]
 
 
 def test_unknown_model_is_reported_not_raised():
