@@ -46,6 +46,9 @@ def run(args) -> int:
     tokenizer, pad = resolved.tokenizer, resolved.spec.pad_token_id
     if tokenizer is None:
         raise ConfigError(f"--model: {resolved.source} has no tokenizer")
+    where = f"{resolved.source}/mindtune_model.json: reward_model"
+    if args.normalize and not all(isinstance(stats.get(k), (int, float)) for k in ("reward_mean", "reward_std")):
+        raise ConfigError(f"--normalize: {where} has no saved reward_mean/reward_std; drop --normalize")
     max_length = args.max_length or stats["max_length"]
     sequences, cut = [], 0
     for (where, _), messages in zip(rows, conversations):
@@ -58,13 +61,13 @@ def run(args) -> int:
     start = time.time()
     scores = Scorer(reward_model, batch, pad)(ids, last)
     seconds = time.time() - start
-    std = stats.get("reward_std") or 1.0
+    std = stats.get("reward_std") or 1.0   # a constant reward model (std 0) is only shifted
 
     scored = []
     for (_, row), score in zip(rows, scores):
         out = {**row, "score": float(score)}
         if args.normalize:
-            out["score_normalized"] = float((score - stats.get("reward_mean", 0.0)) / std)
+            out["score_normalized"] = float((score - stats["reward_mean"]) / std)
         scored.append(out)
     write_rows(args.output, scored)
     note = f" ({cut} cut to their last {max_length} tokens)" if cut else ""

@@ -98,16 +98,32 @@ def test_lora_reward_model_is_an_adapter_that_score_loads(tmp_path):
                  "data.eval_rows=12", "train.log_every=5", "rm.stats_at_start=true") == 0
     meta = json.load(open(out / "model" / "mindtune_model.json"))
     assert meta["format"] == "mindtune-adapter" and meta["base_model"] == "tiny"
-    assert 0 <= meta["reward_model"]["initial_accuracy"] <= 1 and meta["reward_model"]["pairs"] == 12
+    assert meta["reward_model"]["pairs"] == 12
     from mindtune.models.model_dir import read_model_dir
+    from mindtune.models.spec import PRESETS
     saved = read_model_dir(str(out / "model")).weights()
-    assert "score_head.weight" in saved and all("lora" in k for k in saved if k != "score_head.weight")
+    adapter = sorted(k for k in saved if k != "score_head.weight")
+    # the head and, for each layer, LoRA's A and B on wq, wk, wv and wo: nothing else, nothing missing
+    assert "score_head.weight" in saved and len(adapter) == PRESETS["tiny"].num_layers * 4 * 2, adapter
+    assert all("lora" in k for k in adapter) and {k.split(".attention.")[1].split(".")[0] for k in adapter} == \
+        {"wq", "wk", "wv", "wo"}
+    assert any(np.abs(saved[k]).max() > 0 for k in adapter if "lora_b" in k.lower()), "B stayed zero: not trained"
     # base + adapter + head rebuilt by `score` give the rewards the trained network gave
     code, scored = score(out, eval_responses()[:24], tmp_path)
     assert code == 0
     s = np.array([r["score"] for r in scored])
     assert np.mean(s) == pytest.approx(meta["reward_model"]["reward_mean"], abs=1e-4)
     assert np.std(s) == pytest.approx(meta["reward_model"]["reward_std"], rel=1e-4)
+
+    # the accuracy before training: the same run with lr 0 leaves the initial adapter and head, whose scores on
+    # the 12 held-out pairs must give the recorded initial_accuracy
+    still = tmp_path / "untrained"
+    assert train(still, "peft.method=lora", "peft.rank=8", "train.max_steps=1", "train.lr=0",
+                 "data.eval_rows=12", "rm.stats_at_start=true") == 0
+    code, scored = score(still, eval_responses()[:24], tmp_path)
+    assert code == 0
+    s = np.array([r["score"] for r in scored])
+    assert meta["reward_model"]["initial_accuracy"] == pytest.approx(np.mean(s[0::2] > s[1::2]))
 
 
 @pytest.mark.parametrize("row, message", [
@@ -134,3 +150,21 @@ def test_score_errors(full_run, tmp_path, capsys):
     assert not (tmp_path / "scored.jsonl").exists()
     code, _ = score(os.path.join(ASSETS, "tiny_tokenizer"), [{"prompt": "q", "response": "a"}], tmp_path)
     assert code == 2 and "not a mindtune model directory" in capsys.readouterr().err
+
+
+
+def test_score_normalize_without_saved_stats_is_refused(full_run, tmp_path, capsys):
+    """--normalize needs the reward mean/std saved at training time; without them it must not use 0 and 1."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(full_run / "model", model)
+    meta = json.loads((model / "mindtune_model.json").read_text())
+    for key in ("reward_mean", "reward_std"):
+        del meta["reward_model"][key]
+    (model / "mindtune_model.json").write_text(json.dumps(meta))
+    code, _ = score(model, [{"prompt": "q", "response": "a"}], tmp_path, "--normalize")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == [f"mindtune score: error: --normalize: {model}/mindtune_model.json: reward_model "
+                                 "has no saved reward_mean/reward_std; drop --normalize"]
+    assert not (tmp_path / "scored.jsonl").exists()
