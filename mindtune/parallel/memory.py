@@ -72,8 +72,10 @@ class Strategy:
 class Workload:
     """What is trained: the model, the sequence length, the stage and the PEFT method, and the dtypes.
 
-    stage: sft | rm | dpo | ppo. dpo adds a frozen reference model; ppo trains an actor and a critic and keeps
-        a frozen reference and reward model, all of the same architecture, on every device.
+    stage: sft | rm | dpo | ppo. dpo adds a frozen reference model (with PEFT: only a frozen copy of the
+        adapter; the base is shared); ppo trains an actor and a critic and keeps a frozen reference and reward
+        model, all of the same architecture, on every device (with PEFT all four share one frozen base), plus
+        the rollout generator's copy of the actor's weights.
     rollout_batch: PPO sequences generated at once per data-parallel rank (defaults to the micro-batch size).
     """
     spec: ModelSpec
@@ -258,17 +260,29 @@ def estimate_memory(w: Workload, s: Strategy, hw: Hardware) -> MemoryBreakdown:
 
 def _estimate_stage(w: Workload, s: Strategy, hw: Hardware, stage: str) -> MemoryBreakdown:
     states = _model_states(w, s, stage)
-    trained = 1
-    frozen_models = 0
+    persistent = dict(states)
+    networks = 1                             # networks whose activations one training step keeps
     if w.stage == "ppo":
-        trained, frozen_models = 2, 2        # actor + critic trained; reference + reward frozen
-    elif w.stage == "dpo":
-        frozen_models = 1                    # reference policy
-    persistent = {k: v * trained for k, v in states.items()}
-    if frozen_models:
-        persistent["reference/reward models"] = frozen_models * _frozen_model(w, s, stage)
+        # mindtune's PPO (stages/ppo.py, models/roles.py): actor and critic train in one graph; with a PEFT
+        # method the actor, reference, critic and reward model share one frozen base (the reward model trained
+        # from the same base), each with its own adapter; full fine-tuning holds a private actor and critic
+        # and a frozen reference and reward model. The rollout generator keeps its own copy of the actor's
+        # weights (adapter folded in) in the compute dtype.
+        networks = 2
+        if w.trains_base:
+            for key in ("weights", "gradients", "optimizer states"):
+                persistent[key] = 2 * states[key]
+            persistent["reference/reward models"] = 2 * _frozen_model(w, s, stage)
+        else:
+            frozen_adapters = 2 * adapter_params(w) / (s.mp * s.pp) * dtype_bytes(w.param_dtype)
+            persistent["adapter"] = 2 * states["adapter"] + frozen_adapters   # actor, critic; reference, reward
+        persistent["generator weights"] = _frozen_model(w, s, stage) * dtype_bytes(w.compute_dtype) / \
+            dtype_bytes(w.param_dtype)
+    elif w.stage == "dpo":                   # with PEFT the reference is the shared base plus a frozen adapter
+        persistent["reference model"] = _frozen_model(w, s, stage) if w.trains_base else \
+            adapter_params(w) / (s.mp * s.pp) * dtype_bytes(w.param_dtype)
     persistent["reserve"] = hw.reserve_bytes
-    train = {"activations": activation_bytes(w, s, stage)}
+    train = {"activations": networks * activation_bytes(w, s, stage)}
     if stage == "last" or s.pp == 1:
         train["logits"] = logits_bytes(w, s)
     phases = {"training": train}

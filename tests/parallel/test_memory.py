@@ -102,8 +102,23 @@ def test_rlhf_stages_hold_more_models():
     weights = SPEC.num_parameters() * 4
     assert ppo.persistent["weights"] == pytest.approx(2 * weights)               # actor + critic
     assert ppo.persistent["reference/reward models"] == pytest.approx(2 * weights)
-    assert dpo.persistent["reference/reward models"] == pytest.approx(weights)
+    assert ppo.persistent["generator weights"] == pytest.approx(weights / 2)     # bf16 copy for rollouts
+    assert ppo.phases["training"]["activations"] == pytest.approx(2 * sft.phases["training"]["activations"])
+    assert dpo.persistent["reference model"] == pytest.approx(weights)
     assert "rollout" in ppo.phases and ppo.total > dpo.total > sft.total
+
+
+def test_ppo_with_lora_holds_one_frozen_base():
+    hw, s = get_hardware("910b"), Strategy()
+    sft = estimate_memory(wl(peft="lora"), s, hw)
+    ppo = estimate_memory(wl(stage="ppo", peft="lora"), s, hw)
+    dpo = estimate_memory(wl(stage="dpo", peft="lora"), s, hw)
+    # actor, reference, critic and reward model share the base: counted once, as in SFT
+    assert ppo.persistent["frozen weights"] == sft.persistent["frozen weights"] > 0
+    assert "reference/reward models" not in ppo.persistent
+    # two trained adapters (weights, gradients, 2 moments) and two frozen copies: 10x one adapter's weights
+    assert ppo.persistent["adapter"] == pytest.approx(sft.persistent["adapter"] * 10 / 4)
+    assert dpo.persistent["reference model"] == pytest.approx(sft.persistent["adapter"] / 4)
 
 
 def test_memory_breakdown_total_is_sum_of_rows():
