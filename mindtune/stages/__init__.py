@@ -4,7 +4,7 @@ import importlib
 from mindtune.errors import ConfigError
 
 STAGES = {"sft": "mindtune.stages.sft", "rm": "mindtune.stages.rm", "dpo": "mindtune.stages.dpo",
-          "ppo": "mindtune.stages.ppo"}
+          "ppo": "mindtune.stages.ppo", "grpo": "mindtune.stages.grpo"}
 
 
 def run_stage(config) -> dict:
