@@ -16,7 +16,8 @@
 #   --cluster-timeout S   seconds to wait for every worker to join the cluster (default 600)
 #   --bind-core true|false
 #   --rank-table FILE     a v1.0 rank table for msrun's features that read one (not needed to start)
-#   --tail-log R|all|none which local worker's log to copy to this console (default 0)
+#   --tail-log R|all|none which of this node's workers (local index) to copy to the console (default 0, the
+#                         node's first worker; msrun is given its global rank)
 #   --dry-run             print the msrun command and exit
 # Environment: MINDTUNE_PYTHON, the python of the environment with MindSpore (default: python3 on PATH);
 # GLOG_v (MindSpore log level, default 3 = errors only).
@@ -71,8 +72,7 @@ is_uint "$master_port" && [ "$master_port" -ge 1024 ] && [ "$master_port" -le 65
 case "$join" in true|True) join=True ;; false|False) join=False ;; *) die "--join must be true or false, got '$join'" ;; esac
 case "$bind_core" in ""|true|True|false|False) ;; *) die "--bind-core must be true or false, got '$bind_core'" ;; esac
 case "$tail_log" in
-  all) tail_log="" ;;
-  none) tail_log="$local_workers" ;;    # msrun tails nothing for a value outside 0..local_workers-1
+  all|none) ;;
   *) is_uint "$tail_log" && [ "$tail_log" -lt "$local_workers" ] || \
        die "--tail-log must be a local worker index 0..$((local_workers - 1)), all or none, got '$tail_log'" ;;
 esac
@@ -87,6 +87,13 @@ else
 fi
 is_uint "$node_rank" && [ "$node_rank" -lt "$nodes" ] || \
   die "--node-rank must be an integer in 0..$((nodes - 1)) for $nodes node(s), got '$node_rank'"
+# msrun's --tail_worker_log takes global ranks (node_rank x local workers + local index): map the local index;
+# `none` names a rank no worker has (the job's worker count), `all` is msrun's default
+case "$tail_log" in
+  all) tail_log="" ;;
+  none) tail_log="$workers" ;;
+  *) tail_log=$((node_rank * local_workers + tail_log)) ;;
+esac
 
 # -- the environment: msrun starts workers with plain `python`, so that must be this environment's ------------
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

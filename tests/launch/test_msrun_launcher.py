@@ -41,6 +41,26 @@ def test_dry_run_builds_the_msrun_command(tmp_path):
     assert tail[1:] == ["-m", "mindtune.cli", "train", "run.yaml", "train.max_steps=5"]
 
 
+@pytest.mark.parametrize("node_rank, tail, expected", [
+    ("1", None, "8"),        # node 1 of 2 shows its own first worker, global rank 8 (msrun compares global ranks)
+    ("1", "3", "11"),
+    ("0", "3", "3"),
+    ("1", "none", "16"),     # a rank no worker has: nothing is tailed (8 would be node 1's first worker)
+    ("0", "none", "16"),
+    ("1", "all", None),      # msrun's default: every local worker
+])
+def test_tail_log_is_mapped_to_msrun_global_rank(node_rank, tail, expected):
+    args = ["--workers", "16", "--local-workers", "8", "--master-addr", "10.0.0.1", "--node-rank", node_rank,
+            "--dry-run"] + (["--tail-log", tail] if tail else []) + ["mindtune", "train", "x.yaml"]
+    proc = launch(*args)
+    assert proc.returncode == 0, proc.stderr
+    cmd = proc.stdout.split()
+    if expected is None:
+        assert "--tail_worker_log" not in cmd
+    else:
+        assert cmd[cmd.index("--tail_worker_log") + 1] == expected
+
+
 def test_single_node_defaults(tmp_path):
     script = tmp_path / "job.py"
     script.write_text("print('hi')\n")
