@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from typing import List, Optional
 
@@ -78,11 +79,31 @@ class ModelArtsJob:
         return cls(num_hosts, task_index, hosts or ["127.0.0.1"], npus, env.get("MA_JOB_DIR"), table)
 
 
-def prepare_rank_table(job: ModelArtsJob, out_dir: str) -> Optional[str]:
-    """The job's rank table as v1.0 under out_dir (converted from ModelArts' v0.1), or None without one."""
+def wait_for_rank_table(path: str, timeout: float = 600.0, poll: float = 1.0, sleep=time.sleep,
+                        clock=time.monotonic) -> dict:
+    """ModelArts writes the v0.1 rank table in steps (status "initializing", then "completed" once every pod's
+    devices are in): read it until its status is completed, as ModelArts' own boot scripts do."""
+    deadline, status = clock() + timeout, None
+    while True:
+        try:
+            table = ranktable.load(path)
+            status = table.get("status", "completed")
+            if status == "completed":
+                return table
+        except ConfigError as exc:    # half-written JSON while ModelArts updates it
+            status = f"unreadable ({exc})"
+        if clock() >= deadline:
+            raise ConfigError(f"{path}: the rank table's status is still {status!r} after {timeout:g} s, "
+                              "not 'completed'")
+        sleep(poll)
+
+
+def prepare_rank_table(job: ModelArtsJob, out_dir: str, timeout: float = 600.0, sleep=time.sleep) -> Optional[str]:
+    """The job's rank table as v1.0 under out_dir (converted from ModelArts' v0.1 once it is complete), or None
+    without one."""
     if not job.rank_table:
         return None
-    table = ranktable.convert_v01(ranktable.load(job.rank_table))
+    table = ranktable.convert_v01(wait_for_rank_table(job.rank_table, timeout, sleep=sleep))
     problems = ranktable.validate(table)
     if problems:
         raise ConfigError(f"{job.rank_table}: {'; '.join(problems)}")
@@ -138,11 +159,37 @@ def with_output_dir(target: List[str], output_dir: str) -> List[str]:
     return target
 
 
+# ModelArts appends the job's "data path" and "training output path" to the boot command as
+# --data_url=obs://... --train_url=obs://... (after our `-- mindtune train ...`).
+APPENDED = ("data_url", "train_url")
+
+
+def split_appended(target: List[str]):
+    """(the command without ModelArts' appended --data_url/--train_url arguments, {name: value})."""
+    kept, found, i = [], {}, 0
+    while i < len(target):
+        arg = target[i]
+        name = arg[2:].split("=", 1)[0].replace("-", "_") if arg.startswith("--") else None
+        if name in APPENDED:
+            if "=" in arg:
+                found[name] = arg.split("=", 1)[1]
+            elif i + 1 < len(target):
+                found[name] = target[i + 1]
+                i += 1
+            i += 1
+            continue
+        kept.append(arg)
+        i += 1
+    return kept, found
+
+
 def main(argv=None, env=None, mox=None) -> int:
     parser = argparse.ArgumentParser(prog="modelarts_entry", description="run a mindtune job on ModelArts")
-    parser.add_argument("--data-url", help="OBS (or local) directory copied to --data-dir before training")
+    parser.add_argument("--data-url", "--data_url", help="OBS (or local) directory copied to --data-dir before "
+                                                          "training")
     parser.add_argument("--data-dir", default="/cache/data")
-    parser.add_argument("--train-url", help="OBS (or local) directory that receives --output-dir afterwards")
+    parser.add_argument("--train-url", "--train_url", help="OBS (or local) directory that receives --output-dir "
+                                                            "afterwards")
     parser.add_argument("--output-dir", default="/cache/output")
     parser.add_argument("--master-port", type=int, default=8118)
     parser.add_argument("--cluster-timeout", type=int, default=1800)
@@ -150,6 +197,9 @@ def main(argv=None, env=None, mox=None) -> int:
     parser.add_argument("target", nargs=argparse.REMAINDER, help="-- mindtune train run.yaml [overrides]")
     args = parser.parse_args(argv)
     target = args.target[1:] if args.target[:1] == ["--"] else args.target
+    target, appended = split_appended(target)
+    args.data_url = args.data_url or appended.get("data_url")
+    args.train_url = args.train_url or appended.get("train_url")
     try:
         if not target:
             raise ConfigError("nothing to run: end the options with -- mindtune train run.yaml")

@@ -81,8 +81,19 @@ def build_v10(servers: List[dict]) -> dict:
             "status": "completed"}
 
 
+def pod_index(instance: dict) -> int:
+    """The index of a v0.1 instance's pod (`job-abc-worker-3` -> 3): ModelArts' VC_TASK_INDEX of that node."""
+    import re
+
+    found = re.search(r"(\d+)$", str(instance.get("pod_name", "")))
+    if not found:
+        raise ConfigError(f"rank table v0.1: instance pod_name {instance.get('pod_name')!r} has no trailing index")
+    return int(found.group(1))
+
+
 def convert_v01(table: dict) -> dict:
-    """ModelArts v0.1 -> v1.0. Instances sharing a server_id (several pods on one server) are merged."""
+    """ModelArts v0.1 -> v1.0. Servers are ranked by pod index (the node's VC_TASK_INDEX), not by their order in
+    the file; instances sharing a server_id (several pods on one server) are merged."""
     if version(table) == "1.0":
         return table
     groups = table.get("group_list") or []
@@ -90,7 +101,7 @@ def convert_v01(table: dict) -> dict:
         raise ConfigError("rank table v0.1: group_list is empty")
     servers: Dict[str, dict] = {}
     for g in groups:
-        for inst in g.get("instance_list") or []:
+        for inst in sorted(g.get("instance_list") or [], key=pod_index):
             sid = inst.get("server_id")
             if not sid or not isinstance(inst.get("devices"), list):
                 raise ConfigError(f"rank table v0.1: instance {inst.get('pod_name', '?')} needs server_id and devices")

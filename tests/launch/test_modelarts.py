@@ -142,3 +142,60 @@ def test_entry_script_dry_run(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "node 1 of 2" in proc.stdout and "--node-rank 1" in proc.stdout
     assert (tmp_path / "rank_table_v1.json").exists()
+
+
+def test_rank_table_is_read_once_its_status_is_completed(tmp_path):
+    """ModelArts writes jobstart_hccl.json with status "initializing" first; the entry waits for "completed"."""
+    table = json.load(open(SAMPLE))
+    path = tmp_path / "jobstart_hccl.json"
+    path.write_text(json.dumps({**table, "status": "initializing", "group_list": []}))
+    polls = []
+
+    def sleep(seconds):          # ModelArts completes the file on the third look
+        polls.append(seconds)
+        if len(polls) == 1:
+            path.write_text('{"status": "initializ')               # caught half-written
+        if len(polls) == 2:
+            path.write_text(json.dumps(table))
+
+    job = ModelArtsJob.from_env({**ENV, "RANK_TABLE_FILE": str(path)})
+    out = modelarts.prepare_rank_table(job, str(tmp_path), sleep=sleep)
+    assert len(polls) == 2 and json.load(open(out))["server_count"] == "2"
+
+    path.write_text(json.dumps({**table, "status": "initializing"}))
+    clock = iter(range(0, 1000, 30))
+    with pytest.raises(ConfigError, match=r"jobstart_hccl.json: the rank table's status is still 'initializing' "
+                                          r"after 90 s, not 'completed'"):
+        modelarts.wait_for_rank_table(str(path), timeout=90, sleep=lambda s: None, clock=lambda: next(clock))
+
+
+def test_servers_are_ranked_by_pod_index_not_file_order(tmp_path):
+    from mindtune.launch import ranktable
+
+    table = json.load(open(SAMPLE))
+    instances = table["group_list"][0]["instance_list"]
+    assert [i["pod_name"] for i in instances] == ["job-abc-worker-0", "job-abc-worker-1"]
+    table["group_list"][0]["instance_list"] = instances[::-1]             # worker-1 listed first
+    v10 = ranktable.convert_v01(table)
+    assert [s["server_id"] for s in v10["server_list"]] == ["10.10.0.11", "10.10.0.12"]
+    assert [d["rank_id"] for d in v10["server_list"][0]["device"]] == [str(r) for r in range(8)]
+    assert v10["server_list"][0]["device"][0]["device_ip"] == "192.1.0.10"   # device 0 of pod 0 is rank 0
+
+
+def test_modelarts_appended_data_and_train_urls_are_mapped(tmp_path, monkeypatch):
+    """ModelArts appends --data_url=... --train_url=... to the boot command, after `-- mindtune train ...`."""
+    mox = FakeMox(str(tmp_path / "obs"))
+    (tmp_path / "obs" / "bucket" / "data").mkdir(parents=True)
+    (tmp_path / "obs" / "bucket" / "data" / "train.jsonl").write_text("{}\n")
+    monkeypatch.setattr(modelarts, "LAUNCHER", fake_launcher(tmp_path, 0))
+    monkeypatch.setattr(modelarts, "launch_command", _with_default_launcher(modelarts.launch_command))
+    out = tmp_path / "cache" / "output"
+    rc = modelarts.main(["--data-dir", str(tmp_path / "cache" / "data"), "--output-dir", str(out), "--",
+                         "mindtune", "train", "run.yaml", "--data_url=obs://bucket/data",
+                         "--train_url", "obs://bucket/out"], env={"MA_NUM_GPUS": "2"}, mox=mox)
+    assert rc == 0
+    assert mox.calls == [("obs://bucket/data", str(tmp_path / "cache" / "data")), (str(out), "obs://bucket/out")]
+    args = (tmp_path / "launcher_args.txt").read_text().split()
+    assert args[-4:] == ["mindtune", "train", "run.yaml", f"output_dir={out / 'run'}"]
+    assert modelarts.split_appended(["a", "--data_url=x", "b", "--train-url=y"]) == (["a", "b"],
+                                                                                    {"data_url": "x", "train_url": "y"})
