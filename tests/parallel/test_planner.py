@@ -26,16 +26,32 @@ def test_published_settings_are_feasible(run):
     assert mem.total <= HW.usable_bytes, f"{run.name}: {mem.total / GB:.1f} GB"
 
 
-# The 7B LoRA run is published at 1.08x the full fine-tune's speed where its FLOPs (no weight gradients for
-# frozen weights) predict about 1.5x; docs/parallel.md discusses it. The others sit within 15%.
-TOLERANCE = {"Llama-2-7B LoRA": 0.45}
+# The step-time model's one free constant (910B efficiency 0.70) was fitted to the 7B full fine-tune: that run is
+# the calibration point and proves nothing about the model, so it is only checked for drift. The planner is judged
+# on the other, out-of-sample runs: each within OUT_OF_SAMPLE_TOLERANCE (docs/parallel.md states it). The 7B LoRA
+# run is a known miss (+39%: the FLOP count predicts more LoRA speed-up than MindFormers publishes), kept as a
+# strict expected failure rather than hidden behind a wider tolerance.
+CALIBRATION = "Llama-2-7B full"
+OUT_OF_SAMPLE_TOLERANCE = 0.15
+KNOWN_MISSES = {"Llama-2-7B LoRA": "estimate 1.39x the published rate; see docs/parallel.md"}
 
 
-@pytest.mark.parametrize("run", PUBLISHED, ids=lambda r: r.name)
-def test_published_throughput_is_near_estimate(run):
+def estimated_rate(run):
     w, s = published_workload(run), run.strategy
-    est = s.global_batch * w.seq_length / estimate_step_time(w, s, HW).total / s.devices
-    assert abs(est / run.tokens_per_second - 1) <= TOLERANCE.get(run.name, 0.15), f"{est:.0f} tokens/s"
+    return s.global_batch * w.seq_length / estimate_step_time(w, s, HW).total / s.devices
+
+
+def test_calibration_point_is_reproduced():
+    (run,) = [r for r in PUBLISHED if r.name == CALIBRATION]
+    assert estimated_rate(run) / run.tokens_per_second == pytest.approx(1.0, abs=0.02)
+
+
+@pytest.mark.parametrize("run", [
+    pytest.param(r, id=r.name, marks=[pytest.mark.xfail(strict=True, reason=KNOWN_MISSES[r.name])]
+                 if r.name in KNOWN_MISSES else []) for r in PUBLISHED if r.name != CALIBRATION])
+def test_out_of_sample_published_throughput_is_near_estimate(run):
+    est = estimated_rate(run)
+    assert abs(est / run.tokens_per_second - 1) <= OUT_OF_SAMPLE_TOLERANCE, f"{est:.0f} tokens/s"
 
 
 def test_planner_finds_published_7b_lora_setting_and_ranks_it_first_on_one_server():
