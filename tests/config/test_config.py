@@ -33,24 +33,29 @@ def test_resolved_config_round_trips(tmp_path):
     assert yaml.safe_load(out.read_text())["train"]["max_steps"] == 12
 
 
+KNOWS = "stage, seed, output_dir, device, hardware, model, data, train, peft, parallel, rm, ppo, dpo, grpo"
+
+
 @pytest.mark.parametrize("text, overrides, expected", [
-    ("trian: {lr: 1}\n", [], "unknown config key trian"),
-    ("train: {lr: fast}\n", [], "train.lr"),
-    ("train: {max_steps: 0}\n", [], "below the minimum"),
-    ("peft: {method: qlora}\n", [], "'qlora' is not one of"),
-    ("train: {batch_size: 2.5}\n", [], "expected an integer"),
-    ("train: [1, 2]\n", [], "train"),
-    ("", ["train.lr"], "not of the form"),
-    ("base: missing.yaml\n", [], "base file not found: missing.yaml"),
-    ("train: {lr: [1\n", [], "invalid yaml"),
+    ("trian: {lr: 1}\n", [], "unknown config key trian (in {path}); known keys: " + KNOWS),
+    ("train: {lr: fast}\n", [], "train.lr (in {path}): expected a number, got 'fast'"),
+    ("train: {max_steps: 0}\n", [], "train.max_steps (in {path}): 0 is below the minimum 1"),
+    ("peft: {method: qlora}\n", [], "peft.method (in {path}): 'qlora' is not one of none, lora, prefix, ptuning, "
+                                    "ptuning_v2, prompt, adapter, bitfit"),
+    ("train: {batch_size: 2.5}\n", [], "train.batch_size (in {path}): expected an integer, got 2.5"),
+    ("peft: {dropout: 1.0}\n", [], "peft.dropout (in {path}): 1.0 must be below 1.0"),
+    pytest.param("train: [1, 2]\n", [], "train (in {path}): expected a mapping, got [1, 2]", marks=pytest.mark.xfail(
+        strict=True, reason="schema.build names the section 'train.train' and not its file (lead's schema.py)")),
+    ("", ["train.lr"], "override 'train.lr' is not of the form dotted.key=value"),
+    ("base: missing.yaml\n", [], "{path}: base file not found: missing.yaml"),
+    ("train: {lr: [1\n", [], "{path}:2: invalid yaml: expected ',' or ']', but got '<stream end>'"),
 ])
 def test_bad_configs_name_key_and_file(tmp_path, text, overrides, expected):
+    """The whole one-line message: the key, the file it came from, the value (not a substring of the path)."""
     path = write(tmp_path / "bad.yaml", text)
     with pytest.raises(ConfigError) as err:
         load_config(path, overrides)
-    message = str(err.value)
-    assert expected in message
-    assert "\n" not in message
+    assert str(err.value) == expected.format(path=path)
 
 
 def test_error_names_the_file_the_key_came_from(tmp_path):

@@ -304,3 +304,22 @@ def test_validate_reports_the_same_errors_as_train(tmp_path, assets, capfd):
         capfd.readouterr()
         assert main(["validate", *argv[1:]]) == 2
         assert capfd.readouterr().err.strip().startswith(f"mindtune validate: error: {expected}")
+
+
+def test_validate_and_train_accept_exactly_the_implemented_stages(tmp_path, assets, capfd, monkeypatch):
+    """A stage the schema knows but mindtune.stages.STAGES does not implement is refused by both, in one line."""
+    import mindtune.stages as stages
+
+    monkeypatch.delitem(stages.STAGES, "rm")
+    case = Case(tmp_path, assets)
+    case.cfg.write_text(case.body)
+    lines = {}
+    for command in ("validate", "train"):
+        capfd.readouterr()
+        assert main([command, str(case.cfg), "stage=rm"]) == 2
+        lines[command] = capfd.readouterr().err.strip().splitlines()
+    expected = f"stage: 'rm' is not implemented yet; available: {', '.join(stages.STAGES)}"
+    assert lines == {c: [f"mindtune {c}: error: {expected}"] for c in ("validate", "train")}
+    assert not case.out.exists()
+    capfd.readouterr()
+    assert main(["validate", str(case.cfg)]) == 0 and ": ok (stage sft" in capfd.readouterr().out
