@@ -12,6 +12,8 @@ def register(sub):
 
 
 def run(args) -> int:
+    import importlib
+
     from mindtune.device import ascend_host_problem, without_host_check
     from mindtune.stages import STAGES
     from mindtune.stages.common import check_inputs
@@ -19,8 +21,12 @@ def run(args) -> int:
     config = load_config(args.config, args.overrides)
     if config.stage not in STAGES:  # the same refusal as `mindtune train`
         raise ConfigError(f"stage: {config.stage!r} is not implemented yet; available: {', '.join(STAGES)}")
+    stage = importlib.import_module(STAGES[config.stage])
     with without_host_check():  # a cluster's config may be validated on any machine
-        profile, resolved = check_inputs(config, need_tokenizer=False)
+        if hasattr(stage, "check"):    # a stage with inputs of its own (ppo: actor, reward model, prompts)
+            config, (profile, resolved) = stage.check(config)[:2]
+        else:
+            profile, resolved = check_inputs(config, need_tokenizer=False)
     _check_data(config)
     problems = _parallel_problems(config)
     if problems:

@@ -97,7 +97,8 @@ def preference_pair(row: dict, where: str):
 
 
 def scored_conversation(row: dict, where: str) -> list:
-    """The conversation a `score` row asks about: {"prompt","response"} or {"messages": [..., assistant]}."""
+    """The conversation a `score` row asks about: {"prompt","response"} or {"messages": [..., assistant]}. A row
+    written by `mindtune generate` ({"prompt","output"}) is scored as its prompt and output."""
     if "messages" in row:
         messages = check_messages(row["messages"], where)
         if messages[-1]["role"] != "assistant":
@@ -107,7 +108,8 @@ def scored_conversation(row: dict, where: str) -> list:
         return messages
     if "prompt" not in row and "response" not in row:
         raise DataError(f"{where}: expected 'prompt' and 'response' fields, or 'messages'")
-    return _conversation(_prefix(row, where), row, where, "response")
+    field = "output" if "response" not in row and "output" in row else "response"
+    return _conversation(_prefix(row, where), row, where, field)
 
 
 # -- conversations -> token sequences --------------------------------------------------------------------------

@@ -61,6 +61,9 @@ class PlanRequest:
 
     def check(self) -> List[str]:
         problems = check_devices(self.devices, self.hardware)
+        if self.workload.stage in DATA_PARALLEL_ONLY and self.context_parallel > 1:
+            problems.append(f"--context-parallel {self.context_parallel}: stage {self.workload.stage} runs data "
+                            "parallel only in mindtune (each rank rolls out with a whole model)")
         if self.global_batch is not None and self.global_batch < 1:
             problems.append(f"--global-batch {self.global_batch}: must be at least 1")
         if self.devices % self.context_parallel:
@@ -76,6 +79,11 @@ class SearchResult:
     rejected: List[str] = field(default_factory=list)   # why shapes were refused, when no strategy obeys the rules
 
 
+# online RL stages: every rank generates its own rollouts with a whole copy of the model, so they are planned
+# (and run) data parallel only; tensor/pipeline-parallel PPO is out of scope
+DATA_PARALLEL_ONLY = ("ppo", "grpo")
+
+
 def _divisors(n: int) -> List[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
@@ -89,6 +97,8 @@ def candidate_strategies(req: PlanRequest):
     for dp in _divisors(rest):
         for mp in _divisors(rest // dp):
             pp = rest // dp // mp
+            if w.stage in DATA_PARALLEL_ONLY and mp * pp > 1:
+                continue
             vocab_dp = not (mp > 1 and w.spec.vocab_size % mp == 0)
             shards = [req.optimizer_shard] if req.optimizer_shard is not None else (
                 [False, True] if dp > 1 and w.trains_base else [False])

@@ -100,7 +100,7 @@ def test_resume_after_a_kill_reproduces_the_straight_run(pipeline, learning_run)
             assert ra[key] == pytest.approx(rb[key], rel=1e-5, abs=1e-6), (ra["iteration"], key)
 
 
-def test_actor_output_works_with_generate_and_the_base_is_shared(pipeline, learning_run, tmp_path):
+def test_generate_and_score_on_the_actor_and_the_base_is_shared(pipeline, learning_run, tmp_path):
     out, stdout = learning_run
     assert "base copies loaded: 2" in stdout   # SFT model (actor, reference) + RM model (reward, critic)
     rows = tmp_path / "in.jsonl"
@@ -108,6 +108,10 @@ def test_actor_output_works_with_generate_and_the_base_is_shared(pipeline, learn
     mindtune("generate", "--model", out, "--input", str(rows), "--output", str(tmp_path / "out.jsonl"),
              "--max-new-tokens", "8")
     assert json.loads((tmp_path / "out.jsonl").read_text())["output"].strip()
+    # generate's rows ({"prompt", "output"}) go straight into the reward model
+    mindtune("score", "--model", pipeline[2], "--input", str(tmp_path / "out.jsonl"), "--output",
+             str(tmp_path / "scored.jsonl"))
+    assert isinstance(json.loads((tmp_path / "scored.jsonl").read_text())["score"], float)
     with open(os.path.join(out, "model", "mindtune_model.json")) as f:
         assert json.load(f)["peft"]["method"] == "lora"
 
