@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow smollm2 bench clean
+.PHONY: install demo demo-real test test-slow smollm2 bench clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -14,9 +14,13 @@ $(STAMP): setup.py
 
 install: $(STAMP)
 
-# The embedded default run: LoRA SFT of a tiny Llama on the shipped instruction set (about a minute on 2 cores).
+# The embedded default run: a tiny Llama trained from scratch until its held-out exact match passes 90% (about two minutes on 2 cores).
 demo: $(STAMP)
 	$(BIN)/mindtune demo
+
+# LoRA SFT of the real model (SmolLM2-135M-Instruct) on a task it fails; fetches and converts it if missing.
+demo-real: $(STAMP)
+	$(BIN)/mindtune demo --real
 
 # The default test suite (fast: tiny models, every feature); CI runs exactly this.
 test: $(STAMP)
