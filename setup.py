@@ -26,6 +26,10 @@ setup(
         "gguf",
         "jinja2",
         "matplotlib",
+        # task metrics (mindtune eval); MindFormers installs them too, for its ADGEN metric
+        "rouge-chinese",
+        "nltk",
+        "jieba",
     ],
     extras_require={"test": ["pytest"]},
     entry_points={"console_scripts": ["mindtune=mindtune.cli:main"]},
