@@ -114,3 +114,16 @@ def test_beta_0_loads_no_reference(tmp_path):
         checked, rewards, _, _ = check(cfg)
         roles = Roles(prepare_run(cfg, checked), rewards, 8, 64)
         assert (roles.reference is None) == (beta == "0") and roles.pool.copies == copies
+
+
+def test_a_reward_model_and_a_rule_combine_with_weights(sft, tmp_path):
+    rm = tmp_path / "rm"
+    assert main(["train", os.path.join(REPO, "run_configs", "tiny", "rm_cpu.yaml"), f"output_dir={rm}",
+                 "train.max_steps=10", "train.eval_every=0", "data.eval=null", "rm.stats_pairs=64"]) == 0
+    out = tmp_path / "both"
+    assert grpo(out, sft, "grpo.iterations=1", "grpo.rollout_batch=4", "data.eval=null",
+                f"grpo.reward=[{rm}, regex]", "grpo.reward_weights=[0.5, 2.0]") == 0
+    row = read_metrics(out / "metrics.jsonl")[0]
+    rm_reward, rule = row[f"rewards/{rm}"], row["rewards/regex"]
+    assert np.isfinite(rm_reward) and 0 <= rule <= 1
+    assert row["reward"] == pytest.approx(0.5 * rm_reward + 2.0 * rule, rel=1e-6, abs=1e-9)
