@@ -69,7 +69,7 @@ REAL_DEMO = {
     "stage": "sft",
     "seed": 0,
     "data": {"max_length": 64},
-    "train": {"batch_size": 4, "max_steps": 150, "lr": 2e-3, "warmup_steps": 10, "schedule": "cosine",
+    "train": {"batch_size": 2, "grad_accum": 2, "max_steps": 150, "lr": 2e-3, "warmup_steps": 10, "schedule": "cosine",
               "log_every": 10, "eval_every": 150, "save_every": 0, "resume": "never",
               "eval_metrics": ["exact_match"], "eval_max_new_tokens": 12},
     "peft": {"method": "lora", "rank": 16, "alpha": 32, "target_modules": ["wq", "wk", "wv", "wo", "w1", "w2", "w3"]},

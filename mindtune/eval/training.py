@@ -82,7 +82,7 @@ def build_evaluator(rows, config, resolved, adapted, profile) -> TrainingEvaluat
     else:
         raise ConfigError(f"train.eval_metrics: peft.method {config.peft.method!r} has no merged weights")
     return TrainingEvaluator(rows, config.train.eval_metrics, resolved.spec, resolved.tokenizer, profile, current,
-                             batch_size=min(config.train.batch_size, len(rows)),
+                             batch_size=min(max(config.train.batch_size, 8), len(rows)),
                              max_new_tokens=config.train.eval_max_new_tokens)
 
 
