@@ -169,3 +169,18 @@ def test_decoder_refuses_weights_of_a_changed_architecture(run_dir):
     kv = np.zeros((spec.num_kv_heads, 2, spec.head_dim + 1), np.float32)
     with pytest.raises(CheckpointError, match=r"^prefix: shape \(\d+, 2, \d+\), this model needs"):
         gen.generate([[5, 6, 7]], 2, SamplingConfig(greedy=True), prefix_kv=[(kv, kv)] * spec.num_layers)
+
+
+def test_weights_without_the_embedding_are_one_line_error(run_dir, tmp_path, capsys):
+    from mindtune.models.model_dir import read_model_dir
+
+    base = read_model_dir(str(run_dir / "model"))
+    weights = {k: v for k, v in base.weights().items() if k != "model.tok_embeddings.embedding_weight"}
+    write_model_dir(str(tmp_path / "noemb"), base.spec, weights, tokenizer_dir=base.path)
+    write_rows(tmp_path / "in.jsonl", [{"prompt": "hello"}])
+    assert main(["generate", "--model", str(tmp_path / "noemb"), "--input", str(tmp_path / "in.jsonl"),
+                 "--output", str(tmp_path / "out.jsonl")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "mindtune generate: error: generation weights: missing tensor 'model.tok_embeddings.embedding_weight' "
+        "(the token embedding)"]
+    assert not (tmp_path / "out.jsonl").exists()
