@@ -5,8 +5,6 @@ way to fetch micro-batch k of the (seeded, epoch-shuffled) data stream. The engi
 graph-mode compilation, AdamW, lr schedule, gradient accumulation and clipping, dynamic loss scaling that skips
 overflowed steps, evaluation, metrics, progress, atomic checkpoints and exact resume.
 """
-import math
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional, Sequence

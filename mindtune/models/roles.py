@@ -34,9 +34,10 @@ def share_parameters(cell, params: dict, where: str):
 class BasePool:
     """Builds CausalLM networks, keeping one copy of each frozen base (keyed by its source and seed)."""
 
-    def __init__(self, profile, seq_length: int, batch_size: int, seed: int, parallel=None):
+    def __init__(self, profile, seq_length: int, batch_size: int, seed: int, parallel=None, share: bool = True):
+        """share: false loads a copy of the base for every network (to measure what sharing saves)."""
         self.profile, self.seq_length, self.batch_size = profile, seq_length, batch_size
-        self.seed, self.parallel = seed, parallel
+        self.seed, self.parallel, self.share = seed, parallel, share
         self.bases = {}          # key -> {parameter name: Parameter}
         self.copies = 0          # how many base copies this pool loaded (the memory that counts)
 
@@ -53,6 +54,7 @@ class BasePool:
         llama = build_llama(resolved.spec, self.profile, seq_length or self.seq_length,
                             batch_size or self.batch_size, self.parallel)
         key = self.key(resolved, self.seed)
+        shared = shared and self.share
         if shared and key in self.bases:
             share_parameters(llama, self.bases[key], resolved.source)
         else:
@@ -118,13 +120,12 @@ def reward_model_info(path: str, key: str):
 
 
 def scalar_model(pool: BasePool, resolved, stats: dict, trainable_peft=None, tokenizer=None, seed: int = 0,
-                 head_name: str = None, prefix: str = ""):
+                 head_name: str = None):
     """A reward model (frozen) or a critic initialised from one (trainable_peft given): network + ScoreHead.
 
     Returns (network, head, trainable parameters). A reward model saved as an adapter keeps its adapter (a
     trainable copy for a critic); a full reward model gets a new `trainable_peft` adapter for a critic, or is
-    copied whole when trainable_peft.method is none. `prefix` renames the trainable parameters (a critic beside
-    the policy in one graph needs names of its own).
+    copied whole when trainable_peft.method is none.
     """
     from mindtune import peft
     from mindtune.models.heads import ScoreHead
@@ -150,8 +151,6 @@ def scalar_model(pool: BasePool, resolved, stats: dict, trainable_peft=None, tok
         head.weight.requires_grad = False
         return network, head, []
     trainable.append(head.weight)
-    for param in trainable:
-        param.name = prefix + param.name
     return network, head, trainable
 
 

@@ -165,6 +165,11 @@ FINGERPRINT_KEYS = ("stage", "seed", "model.path", "model.spec", "model.tokenize
                     "train.max_grad_norm", "train.precision", "peft", "parallel.data_parallel")
 
 
+# how long a run goes and how often it reports: may change when a run is continued
+RUN_LENGTH_KEYS = {f"{stage}.{key}" for stage in ("ppo", "grpo") for key in ("iterations", "eval_every",
+                                                                              "eval_prompts")}
+
+
 def run_fingerprint(config) -> dict:
     """{dotted key: value} of what decides the run's maths, with a digest of each data file's contents."""
     import hashlib
@@ -183,7 +188,7 @@ def run_fingerprint(config) -> dict:
         if isinstance(value, dict) and value:
             for k, v in value.items():
                 put(f"{key}.{k}", v)
-        else:
+        elif key not in RUN_LENGTH_KEYS:
             found[key] = value
 
     for key in FINGERPRINT_KEYS:

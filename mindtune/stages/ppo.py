@@ -145,22 +145,21 @@ class Roles:
         cfg, resolved = run.config, run.resolved
         rm_resolved, stats = rm
         tok, seed = resolved.tokenizer, cfg.seed
-        self.pool = BasePool(run.profile, seq_length, batch_size, seed, cfg.parallel)
-        if not cfg.ppo.share_base:       # the comparison run: every role loads its own copy of its base
-            self.pool.causal_lm = _unshared(self.pool.causal_lm)
+        # ppo.share_base false: every role loads its own copy of its base (to measure what sharing saves)
+        self.pool = BasePool(run.profile, seq_length, batch_size, seed, cfg.parallel, share=cfg.ppo.share_base)
         self.actor, self.reference = policy_and_reference(self.pool, resolved, cfg.peft, tok, seed)
         reward_net, reward_head, _ = scalar_model(self.pool, rm_resolved, stats, tokenizer=tok, seed=seed)
         self.reward = RewardModel(reward_net, reward_head)
         if cfg.ppo.critic_init == "reward_model":
             self.critic, self.value_head, critic_params = scalar_model(
                 self.pool, rm_resolved, stats, trainable_peft=cfg.peft, tokenizer=tok, seed=seed,
-                head_name="value_head", prefix="critic.")
+                head_name="value_head")
         else:
             critic, _ = policy_and_reference(self.pool, resolved, cfg.peft, tok, seed, with_reference=False)
             self.critic, self.value_head = critic.network, ScoreHead(resolved.spec.hidden_size, seed, "value_head")
             critic_params = list(critic.trainable) + [self.value_head.weight]
-            for param in critic_params:
-                param.name = "critic." + param.name
+        for param in critic_params:       # the critic's own tensors, by name in checkpoints
+            param.name = "critic." + param.name
         disambiguate(self.critic, self.actor.network, "critic.")   # actor and critic meet in the loss graph
         self.critic_params = critic_params
         self.stats = stats
@@ -196,12 +195,6 @@ class Roles:
         return get_weights(self.actor.network)
 
 
-def _unshared(causal_lm):
-    def build(resolved, shared=True, **kwargs):
-        return causal_lm(resolved, shared=False, **kwargs)
-    return build
-
-
 class RolloutBuffer:
     """Rolls out, scores and prepares one iteration's samples; serves them as the engine's micro-batches."""
 
@@ -224,6 +217,8 @@ class RolloutBuffer:
         self.state.setdefault("kl_coef", cfg.kl_coef)
         self.sum_over_ranks = sum_over_ranks
         self.iteration, self.data, self.order, self.metrics = -1, None, None, {}
+        self.began, self.steps = 0.0, []       # this iteration's start and its engine rows
+        self.eval_seconds = 0.0
         self.ptx = None
         self.held_out = None
 
@@ -254,6 +249,7 @@ class RolloutBuffer:
 
     def prepare(self, iteration: int):
         cfg, st = self.cfg, self.state
+        began = time.perf_counter()
         if self.held_out and "initial_eval" not in st:
             # measured at the first iteration of a fresh run (after any resume: compiled graphs do not see weights
             # loaded into them later) and kept in the checkpoints
@@ -296,8 +292,8 @@ class RolloutBuffer:
             "response_length": mean(lengths), "eos_fraction": mean(rollout.ended),
             "explained_variance": _explained_variance(arr["values"], returns, mask),
             "seconds_generating": t_gen, "seconds_scoring": t_score,
-            "_began": time.perf_counter() - t_gen - t_score,
         }
+        self.began = began
         self.iteration = iteration
 
     def _global_mean(self, values) -> float:
@@ -321,24 +317,25 @@ class RolloutBuffer:
 
     # ---- metrics: one row per iteration -------------------------------------------------------------------
     def log_row(self, step: int, row: dict):
-        self._steps = getattr(self, "_steps", [])
-        self._steps.append(row)
+        self.steps.append(row)
         if (step + 1) % self.steps_per_iteration:
             return None
-        steps, self._steps = self._steps, []
-        out = {"step": step + 1}
-        out.update({k: v for k, v in self.metrics.items() if not k.startswith("_")})
+        steps, self.steps = self.steps, []
+        out = {"step": step + 1, **self.metrics}
         for key in ("loss", "grad_norm", "lr", "tokens_per_s") + AUX:
             values = [s[key] for s in steps if s.get(key) is not None]
             out[key] = float(np.mean(values)) if values else None
-        out["seconds_training"] = time.perf_counter() - self.metrics["_began"] - out["seconds_generating"] - \
-            out["seconds_scoring"]
+        out["seconds_evaluating"], self.eval_seconds = self.eval_seconds, 0.0
+        out["seconds_training"] = time.perf_counter() - self.began - out["seconds_generating"] - \
+            out["seconds_scoring"] - out["seconds_evaluating"]
         out.update({k: v for k, v in steps[-1].items() if k.startswith("eval_")})
         return out
 
     # ---- held-out reward ----------------------------------------------------------------------------------
     def evaluate(self, prompts) -> dict:
+        began = time.perf_counter()
         rollout, arr, _, _ = self.roll_out(prompts, [self.seed, EVAL_SEED])
+        self.eval_seconds += time.perf_counter() - began
         kl = adv.kl_per_token(arr["logp"], arr["ref_logp"], "k1") * rollout.mask
         score = adv.normalise_scores(arr["scores"], self.roles.stats["reward_mean"],
                                      self.roles.stats["reward_std"], 0.0)
