@@ -377,7 +377,10 @@ def build(cls, data, sources: dict, prefix: str = ""):
         return f"{dotted} (in {origin})" if origin else dotted
 
     if not isinstance(data, dict):
-        raise ConfigError(f"{where(prefix.rstrip('.')) if prefix else 'config'}: expected a mapping, got {data!r}")
+        section = prefix.rstrip(".")
+        origin = sources.get(section)
+        name = f"{section} (in {origin})" if origin else (section or "config")
+        raise ConfigError(f"{name}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:

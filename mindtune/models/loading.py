@@ -60,6 +60,8 @@ def resolve_model(path: str, spec_overrides: Optional[dict] = None, tokenizer: O
             spec = replace(spec, **spec_overrides).check()
         except TypeError as exc:
             raise ConfigError(f"model.spec: {exc}") from None
+    if tokenizer is not None and not os.path.exists(tokenizer):
+        raise ConfigError(f"model.tokenizer: tokenizer not found: {tokenizer}")
     tok = load_tokenizer(tok_path, chat_template) if tok_path else None
     if tok is not None and tok.vocab_size > spec.vocab_size:
         raise ConfigError(f"{key}: tokenizer has {tok.vocab_size} tokens but the model only {spec.vocab_size}")

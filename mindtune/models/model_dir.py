@@ -44,6 +44,10 @@ class ModelDir:
     def weights(self) -> dict:
         return read_safetensors(os.path.join(self.path, ADAPTER_WEIGHTS if self.is_adapter else WEIGHTS))
 
+    def verify(self):
+        """Read the weights file's header (not its tensors): a broken file is reported before a run starts."""
+        verify_safetensors(os.path.join(self.path, ADAPTER_WEIGHTS if self.is_adapter else WEIGHTS))
+
 
 def is_model_dir(path: str) -> bool:
     return os.path.isfile(os.path.join(path, META))
@@ -75,6 +79,18 @@ def read_safetensors(path: str) -> dict:
         raise CheckpointError(f"weights file not found: {path}")
     try:
         return load_file(path)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: unreadable safetensors file ({exc})") from None
+
+
+def verify_safetensors(path: str):
+    from safetensors import SafetensorError, safe_open
+
+    if not os.path.isfile(path):
+        raise CheckpointError(f"weights file not found: {path}")
+    try:
+        with safe_open(path, framework="np") as f:
+            f.keys()
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: unreadable safetensors file ({exc})") from None
 

@@ -56,11 +56,28 @@ def check_inputs(config, need_tokenizer: bool = True):
             config.parallel.pipeline_stage * config.parallel.context_parallel > 1:
         raise ConfigError("parallel: tensor/pipeline/context parallelism needs Ascend (semi-auto parallel does "
                           "not compile on CPU); on CPU only data_parallel runs, under msrun")
+    verify_weights(resolved)
+    max_positions = resolved.spec.max_position
+    if config.data.max_length > max_positions:
+        raise ConfigError(f"data.max_length: {config.data.max_length} is more than the model's {max_positions} "
+                          "positions")
     if resolved.model_dir is not None and resolved.model_dir.is_adapter:
         saved = resolved.model_dir.meta.get("peft", {}).get("method")
         if saved != config.peft.method:
             raise ConfigError(f"peft.method: {config.peft.method!r} but {config.model.path} is a {saved!r} adapter")
     return profile, resolved
+
+
+def verify_weights(resolved):
+    """The weights files a model reference needs (an adapter's and its base model's), headers only."""
+    from mindtune.models.spec import PRESETS
+
+    if resolved.model_dir is None:
+        return
+    resolved.model_dir.verify()
+    base = resolved.model_dir.meta.get("base_model") if resolved.model_dir.is_adapter else None
+    if base and base not in PRESETS and os.path.isdir(base):
+        resolve_model(base).model_dir.verify()
 
 
 def prepare_run(config, checked=None) -> Run:

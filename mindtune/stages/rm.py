@@ -180,6 +180,9 @@ def load_reward_model(path: str, profile, batch_size: int, seq_length: int = 0, 
     if not stats:
         raise CheckpointError(f"{key}: {resolved.source} is not a reward model (train one with stage: rm)")
     weights, head_weights = split_head_weights(model_dir.weights(), stats.get("head", SCORE_HEAD))
+    if not seq_length and "max_length" not in stats:
+        raise CheckpointError(f"{key}: {model_dir.path}/mindtune_model.json: reward_model has no max_length; "
+                              "give the sequence length (--max-length)")
     seq_length = seq_length or stats["max_length"]
     if model_dir.is_adapter:
         from mindtune.peft.inference import read_adapter

@@ -44,8 +44,7 @@ KNOWS = "stage, seed, output_dir, device, hardware, model, data, train, peft, pa
                                     "ptuning_v2, prompt, adapter, bitfit"),
     ("train: {batch_size: 2.5}\n", [], "train.batch_size (in {path}): expected an integer, got 2.5"),
     ("peft: {dropout: 1.0}\n", [], "peft.dropout (in {path}): 1.0 must be below 1.0"),
-    pytest.param("train: [1, 2]\n", [], "train (in {path}): expected a mapping, got [1, 2]", marks=pytest.mark.xfail(
-        strict=True, reason="schema.build names the section 'train.train' and not its file (lead's schema.py)")),
+    ("train: [1, 2]\n", [], "train (in {path}): expected a mapping, got [1, 2]"),
     ("", ["train.lr"], "override 'train.lr' is not of the form dotted.key=value"),
     ("base: missing.yaml\n", [], "{path}: base file not found: missing.yaml"),
     ("train: {lr: [1\n", [], "{path}:2: invalid yaml: expected ',' or ']', but got '<stream end>'"),

@@ -216,7 +216,7 @@ def build(name, c: Case):
         return train + [f"model.path={path}", "model.spec={num_layers: 1}"], "model.spec: architecture overrides " \
             f"only apply to presets, not to {path}"
     if name == "missing_tokenizer":
-        return train + [f"model.tokenizer={t / 'tok.json'}"], f"tokenizer not found: {t / 'tok.json'}"
+        return train + [f"model.tokenizer={t / 'tok.json'}"], f"model.tokenizer: tokenizer not found: {t / 'tok.json'}"
     if name == "adapter_of_another_method":
         path = c.model_dir("adapter", base_model="tiny", peft={"method": "lora", "rank": 8})
         return train + [f"model.path={path}", "peft.method=prefix"], f"peft.method: 'prefix' but {path} is a " \
@@ -243,8 +243,7 @@ CASES = {
     "model_dir": ["missing_model_dir", "model_dir_without_meta", "model_meta_invalid_json", "spec_on_a_model_dir",
                   "missing_tokenizer", "adapter_of_another_method", "unreadable_weights"],
 }
-KNOWN_BUGS = {"unreadable_weights": "the base weights are read after the run directory is made (lead: check_inputs "
-                                    "should read the weights' safetensors headers)"}
+KNOWN_BUGS = {}
 PREFIX_ONLY = {"unknown_stage", "missing_model_dir"}   # the rest of the line lists the choices
 
 
