@@ -104,6 +104,8 @@ def build(name, c: Case):
         return train + ["device=ascend"], "device: ascend, but this host has no Ascend NPU (no /dev/davinci* " \
             "device): run on an Ascend server with its driver installed and `source ascend_env/set_env.sh` " \
             "there, or use the CPU"
+    if name == "max_length_beyond_positions":
+        return train + ["data.max_length=4096"], "data.max_length: 4096 is more than the model's 512 positions"
     if name == "packing_on_cpu":
         return train + ["data.packing=true"], "data.packing: MindFormers' legacy Llama applies an explicit " \
             "attention mask only with flash attention (Ascend); packing is not available on this path, use padding"
@@ -232,7 +234,7 @@ def build(name, c: Case):
 CASES = {
     "config": ["unknown_key", "unknown_nested_key", "wrong_type", "below_minimum_in_file", "lr_negative",
                "grad_accum_zero", "dropout_one", "unknown_peft_method", "unknown_stage", "bad_yaml", "top_level_list",
-               "missing_base", "missing_config", "bf16_on_cpu", "ascend_without_npu", "packing_on_cpu",
+               "missing_base", "missing_config", "bf16_on_cpu", "ascend_without_npu", "max_length_beyond_positions", "packing_on_cpu",
                "parallel_without_launcher", "tensor_parallel_on_cpu", "sequence_parallel_without_tp"],
     "data": ["missing_data_file", "data_is_a_directory", "invalid_json_row", "missing_field", "row_not_an_object",
              "empty_file", "unknown_role", "no_assistant_turn", "empty_output", "bad_eval_row", "sft_rows_for_rm"],
