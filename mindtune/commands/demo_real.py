@@ -64,13 +64,13 @@ def run_real_demo(output_dir: str, overrides: list) -> int:
     return 0
 
 
-# The real demo's experiment (run_configs/smollm2-135m/sft_lora_demo.yaml is the same as a file).
+# The real demo's experiment; `mindtune demo --real key=value ...` overrides it like `mindtune train`.
 REAL_DEMO = {
     "stage": "sft",
     "seed": 0,
     "data": {"max_length": 64},
-    "train": {"batch_size": 2, "grad_accum": 2, "max_steps": 150, "lr": 2e-3, "warmup_steps": 10, "schedule": "cosine",
-              "log_every": 10, "eval_every": 150, "save_every": 0, "resume": "never",
+    "train": {"batch_size": 2, "grad_accum": 2, "max_steps": 50, "lr": 2e-3, "warmup_steps": 5, "schedule": "cosine",
+              "log_every": 5, "eval_every": 50, "save_every": 0, "resume": "never",
               "eval_metrics": ["exact_match"], "eval_max_new_tokens": 12},
     "peft": {"method": "lora", "rank": 16, "alpha": 32, "target_modules": ["wq", "wk", "wv", "wo", "w1", "w2", "w3"]},
 }
