@@ -39,24 +39,8 @@ def sampling_from_args(args):
                           top_k=args.top_k or 0, top_p=1.0 if args.top_p is None else args.top_p).check()
 
 
-def prompt_text(row: dict, where: str, tokenizer, raw: bool) -> str:
-    from mindtune.data.formats import _text, check_messages
-    from mindtune.errors import DataError
-
-    if "messages" in row:
-        if not tokenizer.chat_template:
-            raise DataError(f"{where}: 'messages' rows need a chat template and the model has none")
-        return tokenizer.apply_chat_template(check_messages(row["messages"], where), add_generation_prompt=True)
-    if "prompt" not in row:
-        raise DataError(f"{where}: expected a 'prompt' or 'messages' field")
-    text = _text(row, "prompt", where)
-    if raw or not tokenizer.chat_template:
-        return text
-    return tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True)
-
-
 def run(args) -> int:
-    from mindtune.data.formats import read_rows, write_rows
+    from mindtune.data.formats import prompt_text, read_rows, write_rows
     from mindtune.device import resolve_profile, setup_context
     from mindtune.errors import ConfigError
     from mindtune.generation import Generator

@@ -94,3 +94,18 @@ def sft_messages(row: dict, where: str) -> list:
     prompt = f"{instruction}\n\n{extra}" if extra.strip() else instruction
     messages = [{"role": "system", "content": _text(row, "system", where)}] if row.get("system") else []
     return messages + [{"role": "user", "content": prompt}, {"role": "assistant", "content": output}]
+
+
+def prompt_text(row: dict, where: str, tokenizer, raw: bool = False) -> str:
+    """The text a prompt row stands for: `{"messages"}` through the chat template with the assistant turn opened;
+    `{"prompt"}` as a user turn (or plain text with `raw`, or when the model has no chat template)."""
+    if "messages" in row:
+        if not tokenizer.chat_template:
+            raise DataError(f"{where}: 'messages' rows need a chat template and the model has none")
+        return tokenizer.apply_chat_template(check_messages(row["messages"], where), add_generation_prompt=True)
+    if "prompt" not in row:
+        raise DataError(f"{where}: expected a 'prompt' or 'messages' field")
+    text = _text(row, "prompt", where)
+    if raw or not tokenizer.chat_template:
+        return text
+    return tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True)

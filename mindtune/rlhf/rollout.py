@@ -45,26 +45,10 @@ class Rollout:
                        self.gen_logprobs[idx], [self.responses[i] for i in idx], self.prompt_index[idx])
 
 
-def prompt_text(row: dict, where: str, tokenizer, raw: bool = False) -> str:
-    """The text a prompt row stands for: `{"messages"}` through the chat template with the assistant turn opened;
-    `{"prompt"}` as a user turn (or plain text with `raw`, or when the model has no chat template)."""
-    from mindtune.data.formats import _text, check_messages
-
-    if "messages" in row:
-        if not tokenizer.chat_template:
-            raise DataError(f"{where}: 'messages' rows need a chat template and the model has none")
-        return tokenizer.apply_chat_template(check_messages(row["messages"], where), add_generation_prompt=True)
-    if "prompt" not in row:
-        raise DataError(f"{where}: expected a 'prompt' or 'messages' field")
-    text = _text(row, "prompt", where)
-    if raw or not tokenizer.chat_template:
-        return text
-    return tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True)
-
-
 def encode_prompts(rows, tokenizer, max_length: int, pad_id: int, key: str = "data.train") -> List[List[int]]:
     """Token ids of each prompt row; a prompt longer than `max_length` tokens, an empty one, or one containing
     the pad id stops with its file:line."""
+    from mindtune.data.formats import prompt_text
     from mindtune.data.sft import reject_pad_token
 
     out = []
