@@ -5,6 +5,7 @@ generation (sampling as in `generate`) and scored with exact_match, contains, ro
 (`question`, `choices`, `answer`) by the log-likelihood of each choice (accuracy); `perplexity` scores the
 references under the model. Writes DIR/predictions.jsonl and DIR/summary.json and prints a table.
 """
+import dataclasses
 import json
 import os
 import sys
@@ -97,7 +98,7 @@ def run(args) -> int:
               "seconds": round(seconds, 1),
               "options": {"metrics": list(opts.metrics), "max_new_tokens": opts.max_new_tokens,
                           "greedy": opts.sampling.greedy, "raw": opts.raw,
-                          "normalise": vars(opts.norm) if hasattr(opts.norm, "__dict__") else str(opts.norm),
+                          "normalise": dataclasses.asdict(opts.norm),
                           "length_normalised": opts.length_normalised}}
     records = [dict(row.row, line=row.where, **result) for row, result in zip(rows, results)]
     if len(outcomes) > 1:
@@ -123,7 +124,7 @@ def run(args) -> int:
 def format_table(report: dict) -> str:
     """The terminal table: one line per metric; with a baseline, both models and the difference."""
     metrics, base = report["metrics"], report.get("baseline")
-    lines = [f"{report['rows']} rows from {report['input']}"]
+    lines = [f"{report['rows']} rows from {report['input']} (scores in %, perplexity as is)"]
     if base is None:
         lines.append(f"{'metric':<14}{'value':>10}")
         lines += [f"{name:<14}{_fmt(name, value):>10}" for name, value in metrics.items()]
