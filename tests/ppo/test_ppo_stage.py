@@ -5,6 +5,7 @@ the reward model prefers answers containing "capital". PPO must raise the held-o
 SFT and RM are trained once for the module."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -127,9 +128,11 @@ def test_bad_input_one_line_and_nothing_written(pipeline, tmp_path, case):
     out = tmp_path / "run"
     args = [f"output_dir={out}", f"ppo.actor={sft}", f"ppo.reward_model={rm}"]
     if case == "rm_vocab":
-        other = tmp_path / "rm_other"
-        mindtune("train", os.path.join(REPO, "run_configs", "tiny", "rm_cpu.yaml"), f"output_dir={other}",
-                 "train.max_steps=1", "model.spec={vocab_size: 600}")
+        other = tmp_path / "rm_other"          # the same reward model, said to have a larger vocabulary
+        shutil.copytree(os.path.join(rm, "model"), other / "model")
+        meta = json.loads((other / "model" / "mindtune_model.json").read_text())
+        meta["spec"]["vocab_size"] = 600
+        (other / "model" / "mindtune_model.json").write_text(json.dumps(meta))
         args[2] = f"ppo.reward_model={other}"
         expect = f"ppo.reward_model: {other}/model has a different tokenizer or vocabulary than the actor"
     elif case == "actor_not_model":
