@@ -37,7 +37,7 @@ def test_two_worker_ppo_runs_data_parallel(tmp_path):
                          capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
     logs = ""
     if os.path.isdir(tmp_path / "log"):
-        for name in sorted(os.listdir(tmp_path / "log")):
+        for name in sorted(n for n in os.listdir(tmp_path / "log") if n.startswith("worker_")):
             with open(tmp_path / "log" / name, errors="replace") as f:
                 logs += f"--- {name}\n" + "".join(l for l in f if not l.startswith(("[WARNING]", "[INFO]")))[-2000:]
     assert two.returncode == 0, two.stderr[-1500:] + logs
