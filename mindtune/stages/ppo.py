@@ -103,8 +103,11 @@ def check(config):
     if cfg.rollout_batch % per_step:
         raise ConfigError(f"ppo.rollout_batch: {cfg.rollout_batch} is not a multiple of train.batch_size x "
                           f"train.grad_accum = {per_step}")
-    if cfg.ptx_coef > 0 and not cfg.ptx_data:
-        raise ConfigError("ppo.ptx_data: required when ppo.ptx_coef > 0 (SFT rows for the PPO-ptx loss)")
+    if cfg.ptx_coef > 0:
+        if not cfg.ptx_data:
+            raise ConfigError("ppo.ptx_data: required when ppo.ptx_coef > 0 (SFT rows for the PPO-ptx loss)")
+        from mindtune.stages.sft import check_rows as check_sft_rows
+        check_sft_rows(read_rows(cfg.ptx_data, "ppo.ptx_data"))
     checked = check_inputs(config)
     spec, tok = checked[1].spec, checked[1].tokenizer
     rm_resolved, stats = reward_model_info(cfg.reward_model, "ppo.reward_model")
