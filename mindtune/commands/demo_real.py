@@ -69,8 +69,8 @@ REAL_DEMO = {
     "stage": "sft",
     "seed": 0,
     "data": {"max_length": 64},
-    "train": {"batch_size": 2, "grad_accum": 2, "max_steps": 50, "lr": 2e-3, "warmup_steps": 5, "schedule": "cosine",
-              "log_every": 5, "eval_every": 50, "save_every": 0, "resume": "never",
+    "train": {"batch_size": 2, "grad_accum": 2, "max_steps": 25, "lr": 2e-3, "warmup_steps": 3, "schedule": "cosine",
+              "log_every": 5, "eval_every": 25, "save_every": 0, "resume": "never",
               "eval_metrics": ["exact_match"], "eval_max_new_tokens": 12},
     "peft": {"method": "lora", "rank": 16, "alpha": 32, "target_modules": ["wq", "wk", "wv", "wo", "w1", "w2", "w3"]},
 }
