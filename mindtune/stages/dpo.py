@@ -78,6 +78,13 @@ def pair_batch(data, idx, batch_size: int, pad_id: int, ref=None):
     return np.concatenate(ids), np.concatenate(labels), weight, np.concatenate(refs).astype(np.float32)
 
 
+def check(config):
+    """The DPO settings and every input, before anything is written (also run by `mindtune validate`):
+    (config, checked inputs)."""
+    check_config(config)
+    return config, check_inputs(config)
+
+
 def check_config(cfg):
     if cfg.dpo.loss == "ipo" and cfg.dpo.beta <= 0:
         raise ConfigError("dpo.beta: must be > 0 for the ipo loss (its target margin is 1 / (2 beta))")
@@ -152,8 +159,7 @@ def reference_logps(run, reference, sets: dict, batch_size: int, pad_id: int) ->
 
 
 def run(config) -> dict:
-    checked = check_inputs(config)
-    check_config(config)
+    config, checked = check(config)
     cfg, spec, tok = config, checked[1].spec, checked[1].tokenizer
     pad, b = spec.pad_token_id, cfg.train.batch_size
     load = dict(tokenizer=tok, max_length=cfg.data.max_length, pad_id=pad, truncation=cfg.data.truncation)

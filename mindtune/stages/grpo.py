@@ -58,8 +58,9 @@ class Reward:
 
 
 def check(config):
-    """Every GRPO input that can be checked before anything is written. Returns (checked inputs, rewards,
-    (train rows, prompts), (eval rows, prompts) or None). Raises one-line errors."""
+    """Every GRPO input that can be checked before anything is written (also run by `mindtune validate`).
+    Returns (config, checked inputs, rewards, (train rows, prompts), (eval rows, prompts) or None); raises
+    one-line errors."""
     from mindtune.models.roles import reward_model_info
 
     cfg = config.grpo
@@ -95,7 +96,7 @@ def check(config):
         return rows, encode_prompts(rows, tok, config.data.max_length, spec.pad_token_id, f"data.{key}")
 
     held_out = load("eval", cfg.eval_prompts) if config.data.eval else None
-    return checked, rewards, load("train"), held_out
+    return config, checked, rewards, load("train"), held_out
 
 
 def prompt_of(row: dict) -> str:
@@ -302,7 +303,7 @@ def run(config) -> dict:
     from mindtune.generation import Generator
     from mindtune.peft import count_parameters
 
-    checked, rewards, train, held_out = check(config)
+    config, checked, rewards, train, held_out = check(config)
     cfg, grpo = config, config.grpo
     run = prepare_run(config, checked)
     tok = run.resolved.tokenizer

@@ -143,3 +143,5 @@ def test_bad_dpo_settings_fail_before_anything_is_written(tmp_path, capsys, over
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
     assert not out.exists()
+    assert main(["validate", FULL, *override.split()]) == 2
+    assert message in capsys.readouterr().err

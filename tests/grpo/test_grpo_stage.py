@@ -101,6 +101,8 @@ def test_bad_rewards_are_refused_before_anything_is_written(tmp_path, capsys, ov
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err, err
     assert not out.exists()
+    assert main(["validate", CONFIG, "model.path=tiny", *DATA, override]) == 2     # validate runs the same check
+    assert message in capsys.readouterr().err
 
 
 def test_beta_0_loads_no_reference(tmp_path):
@@ -111,7 +113,7 @@ def test_beta_0_loads_no_reference(tmp_path):
     for beta, copies in (("0", 1), ("0.04", 2)):
         cfg = load_config(CONFIG, [f"output_dir={tmp_path / beta}", "model.path=tiny", "peft.method=none", *DATA,
                                    f"grpo.beta={beta}"])
-        checked, rewards, _, _ = check(cfg)
+        _, checked, rewards, _, _ = check(cfg)
         roles = Roles(prepare_run(cfg, checked), rewards, 8, 64)
         assert (roles.reference is None) == (beta == "0") and roles.pool.copies == copies
 
