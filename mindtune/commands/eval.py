@@ -140,10 +140,16 @@ def format_table(report: dict) -> str:
                  f"({base['seconds']:.1f}s)")
     for key, label in (("wrong_to_right", "wrong -> right"), ("right_to_wrong", "right -> wrong")):
         wheres = report.get(key, [])
-        shown = ", ".join(wheres[:SHOWN_CHANGES]) + (f" (+{len(wheres) - SHOWN_CHANGES} more)"
-                                                     if len(wheres) > SHOWN_CHANGES else "")
-        lines.append(f"{label}: {len(wheres)} rows{': ' + shown if wheres else ''}")
+        lines.append(f"{label}: {len(wheres)} rows{' (' + _lines(wheres) + ')' if wheres else ''}")
     return "\n".join(lines)
+
+
+def _lines(wheres) -> str:
+    """`lines 1, 4, 9 of rows.jsonl` (the first SHOWN_CHANGES of them) from `rows.jsonl:1`, ... locations."""
+    files = sorted({w.rsplit(":", 1)[0] for w in wheres})
+    shown = [w.rsplit(":", 1)[1] if len(files) == 1 else w for w in wheres[:SHOWN_CHANGES]]
+    more = f" and {len(wheres) - SHOWN_CHANGES} more" if len(wheres) > SHOWN_CHANGES else ""
+    return f"lines {', '.join(shown)}{more} of {files[0]}" if len(files) == 1 else ", ".join(shown) + more
 
 
 def _fmt(name: str, value, signed: bool = False) -> str:

@@ -99,7 +99,8 @@ def test_baseline_side_by_side_and_changed_rows(scored_run):
     base_accuracy = np.mean([p["baseline_scores"]["accuracy"] for p in scored_run["predictions"][:len(QUESTIONS)]])
     assert summary["baseline"]["metrics"]["accuracy"] == pytest.approx(base_accuracy)
     assert summary["difference"]["accuracy"] == pytest.approx(summary["metrics"]["accuracy"] - base_accuracy)
-    assert f"wrong -> right: {len(wrong_to_right)} rows: {wrong_to_right[0]}" in scored_run["stdout"]
+    numbers = ", ".join(w.rsplit(":", 1)[1] for w in wrong_to_right)
+    assert f"wrong -> right: {len(wrong_to_right)} rows (lines {numbers} of {data})" in scored_run["stdout"]
     assert "baseline" in scored_run["stdout"] and "accuracy" in scored_run["stdout"]
 
 
