@@ -90,8 +90,7 @@ def run(args) -> int:
         start = time.time()
         results = evaluate(model, rows, opts)
         outcomes.append((model, results, summarise(rows, results), time.time() - start))
-        del model._generator, model._loglik   # free the compiled networks before the next model
-        model._generator = model._loglik = None
+        model.release()
 
     (model, results, summary, seconds) = outcomes[0]
     report = {"model": args.model, "input": args.input, "rows": len(rows), "metrics": summary,

@@ -45,6 +45,10 @@ class EvalModel:
             self._generator.update_weights(weights)
         self._loglik = None
 
+    def release(self):
+        """Drop the compiled networks (before evaluating another model in the same process)."""
+        self._generator = self._loglik = None
+
     def generate(self, prompts: List[List[int]], max_new_tokens: int, sampling, seed: int = 0) -> List[str]:
         """Texts of the continuations (without their end-of-sequence token), in input order."""
         from mindtune.generation import Generator

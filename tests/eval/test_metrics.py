@@ -69,3 +69,14 @@ def test_score_row_columns():
     assert set(got) == {"exact_match", "contains", "rouge1", "rouge2", "rougeL", "bleu"}
     assert got["exact_match"] == got["contains"] == 1.0
     assert got["rouge1"] == got["rougeL"] == pytest.approx(1.0, abs=1e-6) and got["bleu"] > 0
+
+
+def test_cli_flags_set_the_normalisation():
+    from mindtune.cli import build_parser
+    from mindtune.commands.eval import options_from_args
+
+    args = build_parser().parse_args(["eval", "--model", "m", "--input", "x.jsonl", "--ignore-case",
+                                      "--ignore-punctuation", "--first-line", "--keep-whitespace"])
+    assert options_from_args(args).norm == Normalise(whitespace=False, case=True, punctuation=True, first_line=True)
+    default = options_from_args(build_parser().parse_args(["eval", "--model", "m", "--input", "x.jsonl"]))
+    assert default.norm == Normalise() and default.sampling.greedy
