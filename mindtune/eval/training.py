@@ -66,8 +66,8 @@ class TrainingEvaluator:
             for k, v in self.latest["scores"].items())]
         for i, row in enumerate(self.rows[:shown]):
             prompt = " / ".join(line for line in row.messages[-1]["content"].splitlines() if line.strip())
-            lines.append(f"  {row.where}: {prompt!r} reference {row.reference!r}: "
-                         f"before {self.first['predictions'][i]!r} -> after {self.latest['predictions'][i]!r}")
+            before, after = (_shown(run["predictions"][i]) for run in (self.first, self.latest))
+            lines.append(f"  {row.where}: {prompt!r} reference {row.reference!r}: before {before} -> after {after}")
         return "\n".join(lines)
 
 
@@ -86,3 +86,5 @@ def build_evaluator(rows, config, resolved, adapted, profile) -> TrainingEvaluat
                              max_new_tokens=config.train.eval_max_new_tokens)
 
 
+def _shown(prediction: str) -> str:
+    return repr(prediction) if prediction else "(nothing)"
