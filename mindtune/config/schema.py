@@ -255,9 +255,10 @@ class DPOConfig:
         label noise (sigmoid only). gamma: SimPO's target reward margin.
     sft_coef: weight of an SFT (negative log-likelihood) term on the chosen response (RPO; LLaMA-Factory's
         pref_ftx); 0 disables it.
-    reference: the reference model (default: the starting model; with a PEFT method the frozen base plus the
-        starting adapter, sharing the base weights). precompute_reference: compute the reference
-        log-probabilities once before training and keep them with the run.
+    reference: reserved for a reference other than the starting model (refused for now); the reference is the
+        starting model (with a PEFT method the frozen base plus the starting adapter, sharing the base weights).
+        precompute_reference: compute the reference log-probabilities once before training and keep them with
+        the run (RUN_DIR/reference_logps.npz).
     """
     loss: str = opt("sigmoid", choices=("sigmoid", "ipo", "simpo"))
     beta: float = opt(0.1, min=0.0)
