@@ -43,12 +43,19 @@ class BasePool:
 
     @staticmethod
     def key(resolved, seed: int) -> tuple:
-        """What identifies a base: the model it comes from (an adapter's base model) and, for presets, the seed."""
+        """What identifies a base: the model directory it comes from (an adapter's base model), or for a preset
+        (seeded random weights) its name and seed; and the architecture."""
+        import os
+
+        from mindtune.models.spec import PRESETS
+
         model_dir = resolved.model_dir
+        base = resolved.source
         if model_dir is not None and model_dir.is_adapter:
-            return ("adapter-base", model_dir.meta["base_model"], model_dir.meta.get("base_seed", seed),
-                    resolved.spec)
-        return ("model", resolved.source, seed if model_dir is None else None, resolved.spec)
+            base, seed = model_dir.meta["base_model"], model_dir.meta.get("base_seed", seed)
+        if base in PRESETS:
+            return (base, seed, resolved.spec)
+        return (os.path.abspath(base), None, resolved.spec)
 
     def causal_lm(self, resolved, shared: bool = True, seq_length: int = 0, batch_size: int = 0) -> CausalLM:
         llama = build_llama(resolved.spec, self.profile, seq_length or self.seq_length,
