@@ -79,7 +79,7 @@ def run(args) -> int:
 
     opts = options_from_args(args)
     rows = read_eval_rows(args.input, key="--input", limit=args.limit)
-    profile = resolve_profile(args.device, precision=args.precision)
+    profile = resolve_profile(args.device, precision=args.precision, key="--device")
     models = [EvalModel.load(args.model, profile, args.batch_size, args.seed, key="--model")]
     if args.baseline:
         models.append(EvalModel.load(args.baseline, profile, args.batch_size, args.seed, key="--baseline"))
