@@ -117,6 +117,7 @@ def test_generate_and_score_on_the_actor_and_the_base_is_shared(pipeline, learni
         assert json.load(f)["peft"]["method"] == "lora"
 
 
+@pytest.mark.slow
 def test_share_base_false_loads_a_copy_per_role(pipeline):
     out, proc = ppo(pipeline, "unshared", "ppo.iterations=1", "ppo.share_base=false", "data.eval=null")
     assert "base copies loaded: 4" in proc.stdout   # actor, reference, reward model, critic: one each
