@@ -6,7 +6,7 @@ import sys
 
 from mindtune.errors import ConfigError
 
-STAGES = ("sft", "rm", "dpo", "ppo")
+STAGES = ("sft", "rm", "dpo", "ppo", "grpo")
 
 
 def register(sub):

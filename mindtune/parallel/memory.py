@@ -72,7 +72,8 @@ class Strategy:
 class Workload:
     """What is trained: the model, the sequence length, the stage and the PEFT method, and the dtypes.
 
-    stage: sft | rm | dpo | ppo. dpo adds a frozen reference model (with PEFT: only a frozen copy of the
+    stage: sft | rm | dpo | ppo | grpo. grpo is ppo without the critic (the reward is a rule or a frozen
+        reward model, not counted here). dpo adds a frozen reference model (with PEFT: only a frozen copy of the
         adapter; the base is shared); ppo trains an actor and a critic and keeps a frozen reference and reward
         model, all of the same architecture, on every device (with PEFT all four share one frozen base), plus
         the rollout generator's copy of the actor's weights.
@@ -278,6 +279,11 @@ def _estimate_stage(w: Workload, s: Strategy, hw: Hardware, stage: str) -> Memor
             persistent["adapter"] = 2 * states["adapter"] + frozen_adapters   # actor, critic; reference, reward
         persistent["generator weights"] = _frozen_model(w, s, stage) * dtype_bytes(w.compute_dtype) / \
             dtype_bytes(w.param_dtype)
+    elif w.stage == "grpo":                  # no critic: the policy, a frozen reference (beta > 0), the generator
+        persistent["reference model"] = _frozen_model(w, s, stage) if w.trains_base else \
+            adapter_params(w) / (s.mp * s.pp) * dtype_bytes(w.param_dtype)
+        persistent["generator weights"] = _frozen_model(w, s, stage) * dtype_bytes(w.compute_dtype) / \
+            dtype_bytes(w.param_dtype)
     elif w.stage == "dpo":                   # with PEFT the reference is the shared base plus a frozen adapter
         persistent["reference model"] = _frozen_model(w, s, stage) if w.trains_base else \
             adapter_params(w) / (s.mp * s.pp) * dtype_bytes(w.param_dtype)
@@ -286,7 +292,7 @@ def _estimate_stage(w: Workload, s: Strategy, hw: Hardware, stage: str) -> Memor
     if stage == "last" or s.pp == 1:
         train["logits"] = logits_bytes(w, s)
     phases = {"training": train}
-    if w.stage == "ppo":
+    if w.stage in ("ppo", "grpo"):
         phases["rollout"] = {"kv cache": kv_cache_bytes(w, s)}
     return MemoryBreakdown(persistent, phases, stage)
 

@@ -22,3 +22,15 @@ def test_ppo_refuses_context_parallel():
     problems = PlanRequest(workload("ppo"), HW, 16, context_parallel=2).check()
     assert problems == ["--context-parallel 2: stage ppo runs data parallel only in mindtune (each rank rolls "
                         "out with a whole model)"]
+
+
+def test_grpo_memory_is_ppo_without_the_critic():
+    from mindtune.parallel.memory import Strategy, estimate_memory
+
+    s = Strategy()
+    sft, grpo, ppo = (estimate_memory(Workload(get_preset("llama2-7b"), 1024, stage=stage, peft="lora",
+                                               compute_dtype="bfloat16"), s, HW) for stage in ("sft", "grpo", "ppo"))
+    assert grpo.persistent["adapter"] == sft.persistent["adapter"]          # one trained adapter
+    assert grpo.persistent["generator weights"] == ppo.persistent["generator weights"] > 0
+    assert grpo.phases["training"]["activations"] == sft.phases["training"]["activations"]
+    assert "rollout" in grpo.phases and sft.total < grpo.total < ppo.total
