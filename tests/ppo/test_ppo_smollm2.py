@@ -2,7 +2,7 @@
 by the RM stage: of two correct answers it prefers the one that mentions a bluebird, which the instruct model
 rarely does), with a bounded KL to the starting model.
 
-    pytest -m slow tests/ppo/test_ppo_smollm2.py       (RM ~6 min + PPO ~15-25 min on 2 idle CPU cores)
+    pytest -m slow tests/ppo/test_ppo_smollm2.py       (RM ~6 min + PPO 4 iterations ~15 min on 2 CPU cores)
 Uses runs/smollm2-rm-lora when it exists (`mindtune train run_configs/smollm2-135m/rm_lora.yaml`), else trains it.
 """
 import json
