@@ -6,7 +6,7 @@ import sys
 from mindtune import shims
 
 # Each module under mindtune.commands exposes register(subparsers) and run(args) -> int.
-COMMANDS = ["train", "validate", "demo", "plan", "convert", "generate", "merge_lora", "score", "report", "eval"]
+COMMANDS = ["train", "prepare", "validate", "demo", "plan", "convert", "generate", "merge_lora", "score", "report", "eval"]
 
 
 def build_parser() -> argparse.ArgumentParser:

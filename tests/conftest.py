@@ -6,12 +6,23 @@ import sys
 import pytest
 
 os.environ.setdefault("MINDTUNE_NO_PROGRESS", "1")
+# one tokenized-data cache for the session (shared by the CLI subprocesses), never the user's ~/.cache/mindtune
+_CACHE = None
+if "MINDTUNE_CACHE_DIR" not in os.environ:
+    import tempfile
+    _CACHE = os.environ["MINDTUNE_CACHE_DIR"] = tempfile.mkdtemp(prefix="mindtune-test-cache-")
 from mindtune import shims  # noqa: E402
 
 shims.quiet_environment()
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ASSETS = os.path.join(REPO, "mindtune", "assets")
+
+
+def pytest_unconfigure(config):
+    if _CACHE:
+        import shutil
+        shutil.rmtree(_CACHE, ignore_errors=True)
 
 
 def pytest_configure(config):

@@ -47,12 +47,17 @@ def _check_data(config):
 
     from mindtune.stages import STAGES
 
+    from mindtune.data.loading import eval_sources, train_sources
+
+    if config.data.skip_bad_rows:
+        print("note: data.skip_bad_rows is true: rows are not checked here; `mindtune prepare` counts and reports "
+              "the bad ones")
+        return
     module = importlib.import_module(STAGES[config.stage])
-    for key in ("train", "eval"):
-        if getattr(config.data, key):
-            rows = read_rows(getattr(config.data, key), f"data.{key}")
-            if module is not None and hasattr(module, "check_rows"):
-                module.check_rows(rows)
+    for source in train_sources(config) + eval_sources(config):
+        rows = read_rows(source.path, source.key, source.columns)
+        if hasattr(module, "check_rows"):
+            module.check_rows(rows)
 
 
 def _parallel_problems(config) -> list:

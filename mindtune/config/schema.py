@@ -42,22 +42,45 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """`data:` the training rows and how they become token sequences.
+    """`data:` the training rows, how they become token sequences, and the tokenized cache ([docs/data.md]).
 
-    train / eval: JSON Lines (or JSON array) files; eval is optional.
+    train: a data file (JSON Lines, JSON array, Parquet, Arrow), or a mixture: a list of files or
+        {path, weight, columns, name} entries drawn in proportion to their weights (default weight 1);
+        metrics.jsonl counts the rows seen from each (rows_<name>).
+    eval: one data file; optional.
+    columns: the file's field names for mindtune's (e.g. {instruction: question, output: answer} or
+        {messages: dialog}); a mixture entry's own `columns` add to these. ShareGPT rows
+        ({"conversations": [{"from", "value"}]}) are read as messages.
     max_length: tokens per sequence after the chat template.
     truncation: keep_response (cut the prompt from its start first), right (cut the end), drop (skip long rows).
     train_on_prompt: put labels on prompt tokens too (default: loss on response tokens only).
     packing: several samples per sequence; not supported by the legacy MindFormers Llama on CPU (see README).
     eval_rows: at most this many rows of the eval file are used (0 = all).
+    cache_dir: where tokenized data is cached (default: $MINDTUNE_CACHE_DIR, else ~/.cache/mindtune); an entry is
+        keyed by the data's contents, tokenizer, chat template and the settings above, and reused by every run.
+    num_workers: processes that tokenize when a cache entry is built (0 = auto: the calling process for files
+        under 4 MB, else one per core up to 8).
+    skip_bad_rows: count malformed rows and report the first few file:line locations instead of stopping.
+    group_by_length: shuffle, then sort each mega-batch of 50 global batches by length (Hugging Face's
+        group_by_length), so batches hold rows of similar length; seeded and resumable.
     """
-    train: Optional[str] = opt(None)
+    train: object = opt(None)
     eval: Optional[str] = opt(None)
+    columns: dict = opt({})
     max_length: int = opt(512, min=8, max=131072)
     truncation: str = opt("keep_response", choices=("keep_response", "right", "drop"))
     train_on_prompt: bool = opt(False)
     packing: bool = opt(False)
     eval_rows: int = opt(0, min=0)
+    cache_dir: Optional[str] = opt(None)
+    num_workers: int = opt(0, min=0, max=256)
+    skip_bad_rows: bool = opt(False)
+    group_by_length: bool = opt(False)
+
+    def __post_init__(self):
+        from mindtune.data.sources import check_columns, parse_sources
+        check_columns(self.columns, "data.columns")
+        parse_sources(self.train, "data.train", self.columns)   # raises naming data.train[i].weight etc.
 
 
 @dataclass

@@ -1,36 +1,18 @@
-"""Read data files (JSON Lines or a JSON array) and normalise rows, reporting bad rows as file:line."""
+"""Row checks and chat-message normalisation shared by every stage; `read_rows` reads any supported file, reporting bad rows as file:line."""
 import json
 import os
-from typing import Iterator, List, Tuple
+from typing import List, Tuple
 
 from mindtune.errors import DataError
 
 ROLES = ("system", "user", "assistant")
 
 
-def read_rows(path: str, key: str = "data.train") -> List[Tuple[str, dict]]:
-    """[(where, row)] where `where` is `file:line` (JSON Lines) or `file:row N` (JSON array)."""
-    if path is None:
-        raise DataError(f"{key} is required")
-    if not os.path.isfile(path):
-        raise DataError(f"{key}: data file not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
-        out = [(f"{path}:row {i + 1}", row) for i, row in enumerate(rows)]
-    else:
-        out = list(_jsonl(path, text))
-    for where, row in out:
-        if not isinstance(row, dict):
-            raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
-    if not out:
-        raise DataError(f"{path}: the file has no rows")
-    return out
+def read_rows(path: str, key: str = "data.train", columns: dict = None) -> List[Tuple[str, dict]]:
+    """[(where, row)] of a JSON Lines, JSON array, Parquet or Arrow file, normalised (column mapping, ShareGPT);
+    `where` is `file:line` (JSON Lines) or `file:row N`. The first bad row raises DataError."""
+    from mindtune.data.sources import read_source_rows
+    return read_source_rows(path, key, columns)
 
 
 def write_rows(path: str, rows):
@@ -41,16 +23,6 @@ def write_rows(path: str, rows):
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
-
-
-def _jsonl(path: str, text: str) -> Iterator[Tuple[str, dict]]:
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            yield f"{path}:{number}", json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{number}: invalid JSON ({exc.msg} at column {exc.colno})") from None
 
 
 def _text(row: dict, field: str, where: str, required: bool = True) -> str:

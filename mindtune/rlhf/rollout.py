@@ -18,7 +18,7 @@ from typing import List, Sequence
 import numpy as np
 
 from mindtune.engine.losses import IGNORE
-from mindtune.errors import ConfigError, DataError
+from mindtune.errors import ConfigError
 
 
 @dataclass
@@ -46,22 +46,10 @@ class Rollout:
 
 
 def encode_prompts(rows, tokenizer, max_length: int, pad_id: int, key: str = "data.train") -> List[List[int]]:
-    """Token ids of each prompt row; a prompt longer than `max_length` tokens, an empty one, or one containing
-    the pad id stops with its file:line."""
-    from mindtune.data.formats import prompt_text
-    from mindtune.data.sft import reject_pad_token
-
-    out = []
-    for where, row in rows:
-        ids = tokenizer.encode(prompt_text(row, where, tokenizer))
-        if not ids:
-            raise DataError(f"{where}: the prompt is empty")
-        if len(ids) > max_length:
-            raise DataError(f"{where}: the prompt has {len(ids)} tokens, more than data.max_length={max_length} "
-                            f"({key}); raise data.max_length or shorten the prompt")
-        reject_pad_token(ids, pad_id, where)
-        out.append(ids)
-    return out
+    """Token ids of each prompt row (mindtune.data.encoders.prompt_ids: too long, empty or pad-id prompts stop
+    with their file:line)."""
+    from mindtune.data.encoders import prompt_ids
+    return [prompt_ids(tokenizer, row, where, max_length, pad_id, key) for where, row in rows]
 
 
 def check_special_ids(pad_id: int, eos_ids: Sequence[int], where: str):

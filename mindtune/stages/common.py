@@ -4,9 +4,9 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
-import numpy as np
 
 from mindtune.config import save_config
+from mindtune.data.sampler import EpochSampler, Sampler, make_sampler  # noqa: F401 - EpochSampler: stages import it here
 from mindtune.device import resolve_profile, setup_context
 from mindtune.engine import checkpoint as ckpt
 from mindtune.errors import ConfigError, DataError
@@ -23,16 +23,19 @@ class Run:
     rank: int = 0
     parallel_mode: str = "stand_alone"
 
-    def sampler(self, num_rows: int) -> "EpochSampler":
-        """The training-data sampler for this process. Data parallel: each rank reads its own micro-batch of
-        the global batch. Semi-auto parallel (full_batch): every rank reads the whole global batch and the
-        operators' strategies slice it."""
+    def sampler(self, data, batch_size: int = 0, seed: int = None, group_by_length: bool = None) -> Sampler:
+        """The training-data sampler for this process over `data` (a set from mindtune.data.loading, or a row
+        count). Data parallel: each rank reads its own micro-batch of the global batch. Semi-auto parallel
+        (full_batch): every rank reads the whole global batch and the operators' strategies slice it."""
         cfg = self.config
+        batch = batch_size or cfg.train.batch_size
+        seed = cfg.seed if seed is None else seed
+        grouped = cfg.data.group_by_length if group_by_length is None else group_by_length
         if self.parallel_mode == "data_parallel":
-            return EpochSampler(num_rows, cfg.train.batch_size, cfg.seed, self.world_size, self.rank)
+            return make_sampler(data, batch, seed, self.world_size, self.rank, grouped)
         if self.parallel_mode == "semi_auto_parallel":
-            return EpochSampler(num_rows, cfg.train.batch_size * cfg.parallel.data_parallel, cfg.seed)
-        return EpochSampler(num_rows, cfg.train.batch_size, cfg.seed)
+            return make_sampler(data, batch * cfg.parallel.data_parallel, seed, group_by_length=grouped)
+        return make_sampler(data, batch, seed, group_by_length=grouped)
 
 
 def check_inputs(config, need_tokenizer: bool = True):
@@ -41,12 +44,12 @@ def check_inputs(config, need_tokenizer: bool = True):
     resolved = resolve_model(config.model.path, config.model.spec, config.model.tokenizer, config.model.chat_template)
     if resolved.tokenizer is None and need_tokenizer:
         raise ConfigError(f"model.tokenizer: {config.model.path} has no tokenizer; set model.tokenizer")
-    for key in ("train", "eval"):
-        path = getattr(config.data, key)
-        if key == "train" and path is None:
-            raise ConfigError("data.train is required")
-        if path is not None and not os.path.isfile(path):
-            raise DataError(f"data.{key}: data file not found: {path}")
+    from mindtune.data.loading import eval_sources, train_sources
+    if config.data.train is None:
+        raise ConfigError("data.train is required")
+    for source in train_sources(config) + eval_sources(config):
+        if not os.path.isfile(source.path):
+            raise DataError(f"{source.key}: data file not found: {source.path}")
     from mindtune import peft
     peft.check(config.peft)
     if config.data.packing:
@@ -155,28 +158,28 @@ def save_final(run: Run, adapted, extra_weights: dict = None, meta: dict = None)
     return write_model_dir(path, resolved.spec, weights, meta, tokenizer=resolved.tokenizer, adapter=True)
 
 
-class EpochSampler:
-    """Micro-batch k of an endless stream of seeded per-epoch permutations; rank r of `world` takes every
-    world-th micro-batch, so a data-parallel run sees the same global batches as one device with world x batch."""
+def mixture_log_row(config, sampler: Sampler, data):
+    """TrainTask.log_row for a mixture: each logged row gets rows_<source> = rows of that source the whole
+    world has drawn so far; None (the engine's own cadence) for one source."""
+    names = getattr(data, "names", [])
+    if len(names) < 2:
+        return None
+    cfg = config.train
 
-    def __init__(self, num_rows: int, batch_size: int, seed: int, world: int = 1, rank: int = 0):
-        self.n, self.batch, self.seed, self.world, self.rank = num_rows, batch_size, seed, world, rank
-        self._perms = {}
-
-    def _perm(self, epoch: int):
-        if epoch not in self._perms:
-            self._perms = {epoch: np.random.default_rng([self.seed, epoch]).permutation(self.n)}
-        return self._perms[epoch]
-
-    def indices(self, k: int):
-        start = (k * self.world + self.rank) * self.batch
-        return np.array([self._perm(g // self.n)[g % self.n] for g in range(start, start + self.batch)])
+    def log_row(step: int, row: dict):
+        done = step + 1
+        if done % cfg.log_every and done != cfg.max_steps and not any(k.startswith("eval_") for k in row):
+            return None
+        seen = sampler.seen(done * cfg.grad_accum)
+        return {**row, **{f"rows_{name}": int(n) for name, n in zip(names, seen)}}
+    return log_row
 
 
 # What decides a run's maths, beside the stage's own section and the data files' contents: a resume whose values
 # differ is refused (train.resume_changed allows it). Logging, saving and max_steps may change between sessions.
 FINGERPRINT_KEYS = ("stage", "seed", "model.path", "model.spec", "model.tokenizer", "model.chat_template",
-                    "data.max_length", "data.truncation", "data.train_on_prompt", "train.batch_size",
+                    "data.max_length", "data.truncation", "data.train_on_prompt", "data.columns",
+                    "data.skip_bad_rows", "data.group_by_length", "train.batch_size",
                     "train.grad_accum", "train.lr", "train.schedule", "train.warmup_steps", "train.min_lr_ratio",
                     "train.weight_decay", "train.adam_beta1", "train.adam_beta2", "train.adam_eps",
                     "train.max_grad_norm", "train.precision", "peft", "parallel.data_parallel")
@@ -212,14 +215,15 @@ def run_fingerprint(config) -> dict:
         put(key, get(key))
     if config.stage in values and config.stage not in ("sft",):
         put(config.stage, values[config.stage])
-    for key in ("train", "eval"):
-        path = getattr(config.data, key)
-        if path and os.path.isfile(path):
-            digest = hashlib.sha256()
-            with open(path, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(chunk)
-            found[f"data.{key} contents"] = digest.hexdigest()[:16]
+    from mindtune.data.cache import file_digest
+    from mindtune.data.loading import eval_sources, train_sources
+    for key, sources in (("train", train_sources(config)), ("eval", eval_sources(config))):
+        if len(sources) == 1 and os.path.isfile(sources[0].path):
+            found[f"data.{key} contents"] = file_digest(sources[0].path)[:16]
+        elif sources:   # a mixture: every file's contents, weight and columns
+            parts = [f"{file_digest(s.path) if os.path.isfile(s.path) else None}:{s.weight}:{sorted(s.columns.items())}"
+                     for s in sources]
+            found[f"data.{key} contents"] = hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
     return found
 
 

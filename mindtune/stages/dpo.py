@@ -14,13 +14,14 @@ import os
 import numpy as np
 from mindspore import nn, ops
 
-from mindtune.data.preference import load_preferences
+from mindtune.data.loading import stage_sets
 from mindtune.engine.losses import IGNORE, token_log_probs
 from mindtune.engine.trainer import Trainer, TrainTask
 from mindtune.errors import ConfigError
 from mindtune.models.roles import BasePool
 from mindtune.rlhf.losses import _weighted_mean, dpo_loss, sequence_log_probs
-from mindtune.stages.common import check_inputs, prepare_run, print_summary, run_fingerprint, save_final
+from mindtune.stages.common import (check_inputs, mixture_log_row, prepare_run, print_summary, run_fingerprint,
+                                    save_final)
 
 # accuracy: the implicit reward of chosen above rejected's (0 at the start: policy == reference); logp_accuracy:
 # the policy's own log-probability of chosen above rejected's (what the model itself prefers)
@@ -162,18 +163,15 @@ def run(config) -> dict:
     config, checked = check(config)
     cfg, spec, tok = config, checked[1].spec, checked[1].tokenizer
     pad, b = spec.pad_token_id, cfg.train.batch_size
-    load = dict(tokenizer=tok, max_length=cfg.data.max_length, pad_id=pad, truncation=cfg.data.truncation)
-    train = load_preferences(cfg.data.train, key="data.train", **load)
-    held_out = load_preferences(cfg.data.eval, key="data.eval", limit=cfg.data.eval_rows, **load) \
-        if cfg.data.eval else None
+    train, held_out = stage_sets(cfg, tok, pad)   # tokenized once into the cache, read memory-mapped
     run = prepare_run(config, checked)
-    sampler = run.sampler(len(train))
+    sampler = run.sampler(train)
     pairs = sampler.batch
     policy, reference, pool = build_networks(run, 2 * pairs)
 
     refs, initial = {}, {}
     if reference is not None and cfg.dpo.precompute_reference:
-        sets = {"train": train, **({"eval": held_out} if held_out else {})}
+        sets = {"train": train, **({"eval": held_out} if held_out is not None else {})}
         refs = reference_logps(run, reference, sets, pairs, pad)
         reference = None   # the loss reads the saved numbers instead
         if "eval" in refs and run.rank == 0:
@@ -197,10 +195,10 @@ def run(config) -> dict:
     task = TrainTask(loss_cell=DPOLoss(policy.network, reference, cfg.dpo), aux_names=METRICS,
                      trainable=policy.trainable,
                      train_batch=lambda k: pair_batch(train, sampler.indices(k), pairs, pad, refs.get("train")),
-                     eval_batches=eval_batches if held_out else None,
+                     eval_batches=eval_batches if held_out is not None else None,
                      tokens_in=lambda batch: int((batch[0] != pad).sum()),
                      loss_tokens=lambda batch: float(batch[2].sum()),   # the loss is a mean over real pairs
-                     fingerprint=run_fingerprint(cfg))
+                     log_row=mixture_log_row(cfg, sampler, train), fingerprint=run_fingerprint(cfg))
     summary = Trainer(cfg, run.run_dir, task, run.profile, desc="dpo", run=run).fit()
     last = summary.get("last", {})
     result = {k: last[k] for k in ("eval_accuracy", "eval_reward_margin", "eval_logp_accuracy", "eval_loss")

@@ -18,15 +18,14 @@ import time
 import numpy as np
 from mindspore import nn
 
-from mindtune.data.formats import read_rows
 from mindtune.engine.losses import IGNORE, token_log_probs
 from mindtune.engine.trainer import Trainer, TrainTask
 from mindtune.errors import ConfigError
 from mindtune.rlhf import advantages as adv
 from mindtune.rlhf.losses import grpo_loss
 from mindtune.rlhf.rewards import build_rule, group_advantages, is_reward_model, reward_weights
-from mindtune.rlhf.rollout import batches, check_special_ids, encode_prompts, reward_inputs, sample, turn_suffix
-from mindtune.stages.common import EpochSampler, check_inputs, prepare_run, print_summary, run_fingerprint, save_final
+from mindtune.rlhf.rollout import batches, check_special_ids, reward_inputs, sample, turn_suffix
+from mindtune.stages.common import check_inputs, prepare_run, print_summary, run_fingerprint, save_final
 from mindtune.stages.ppo import EVAL_SEED, ROLLOUT_PEFT, check_rows, eos_ids  # noqa: F401 - check_rows for validate
 
 AUX = ("kl", "clip_fraction")
@@ -90,13 +89,11 @@ def check(config):
         if r.model is not None and r.model[0].spec.vocab_size != spec.vocab_size:
             raise ConfigError(f"grpo.reward: the reward model {r.name} has another vocabulary than the policy")
 
-    def load(key, limit=0):
-        rows = read_rows(getattr(config.data, key), f"data.{key}")
-        rows = rows[:limit] if limit else rows
-        return rows, encode_prompts(rows, tok, config.data.max_length, spec.pad_token_id, f"data.{key}")
-
-    held_out = load("eval", cfg.eval_prompts) if config.data.eval else None
-    return config, checked, rewards, load("train"), held_out
+    from mindtune.data.loading import stage_sets
+    train, held_out = stage_sets(config, tok, spec.pad_token_id, eval_limit=cfg.eval_prompts)
+    if held_out is not None:   # at most eval_prompts rows, held as lists
+        held_out = ([held_out.rows[i] for i in range(len(held_out))], list(held_out))
+    return config, checked, rewards, (train.rows, train), held_out
 
 
 def prompt_of(row: dict) -> str:
@@ -178,7 +175,7 @@ class GroupRollouts:
         n = cfg.rollout_batch * self.group
         self.micro_per_iteration = cfg.epochs * n // self.batch_size
         self.steps_per_iteration = self.micro_per_iteration // run.config.train.grad_accum
-        self.sampler = EpochSampler(len(self.prompts), cfg.rollout_batch, self.seed, run.world_size, run.rank)
+        self.sampler = run.sampler(self.prompts, batch_size=cfg.rollout_batch)
         self.sampling = SamplingConfig(greedy=False, temperature=cfg.temperature, top_k=cfg.top_k,
                                        top_p=cfg.top_p).check()
         tok = run.resolved.tokenizer

@@ -27,10 +27,8 @@ from mindtune.errors import ConfigError
 from mindtune.rlhf import advantages as adv
 from mindtune.rlhf.losses import (clipped_policy_loss, clipped_value_loss, entropy_from_logits,
                                   masked_mean)
-from mindtune.rlhf.rollout import (batches, check_special_ids, encode_prompts, reward_inputs, sample,
-                                   turn_suffix)
-from mindtune.stages.common import (EpochSampler, check_inputs, prepare_run, print_summary, run_fingerprint,
-                                    save_final)
+from mindtune.rlhf.rollout import batches, check_special_ids, reward_inputs, sample, turn_suffix
+from mindtune.stages.common import check_inputs, prepare_run, print_summary, run_fingerprint, save_final
 
 AUX = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "value_clip_fraction", "ptx_loss")
 EVAL_SEED = 2**31 - 1    # held-out rollouts: one fixed seed, apart from every training iteration's
@@ -107,16 +105,16 @@ def check(config):
         if not cfg.ptx_data:
             raise ConfigError("ppo.ptx_data: required when ppo.ptx_coef > 0 (SFT rows for the PPO-ptx loss)")
         from mindtune.stages.sft import check_rows as check_sft_rows
-        check_sft_rows(read_rows(cfg.ptx_data, "ppo.ptx_data"))
+        if not config.data.skip_bad_rows:    # a bad row stops before the run directory exists
+            check_sft_rows(read_rows(cfg.ptx_data, "ppo.ptx_data", config.data.columns))
     checked = check_inputs(config)
     spec, tok = checked[1].spec, checked[1].tokenizer
     rm_resolved, stats = reward_model_info(cfg.reward_model, "ppo.reward_model")
     _same_vocabulary(checked[1], rm_resolved)
     check_special_ids(spec.pad_token_id, eos_ids(spec, tok), "model")
-    prompts = encode_prompts(read_rows(config.data.train, "data.train"), tok, config.data.max_length,
-                             spec.pad_token_id, "data.train")
-    held_out = encode_prompts(read_rows(config.data.eval, "data.eval"), tok, config.data.max_length,
-                              spec.pad_token_id, "data.eval")[:cfg.eval_prompts] if config.data.eval else None
+    from mindtune.data.loading import stage_sets
+    prompts, held_out = stage_sets(config, tok, spec.pad_token_id, eval_limit=cfg.eval_prompts)
+    held_out = list(held_out) if held_out is not None else None   # at most eval_prompts token lists
     return config, checked, (rm_resolved, stats), (prompts, held_out)
 
 
@@ -210,7 +208,7 @@ class RolloutBuffer:
         self.batch_size, self.seq_length, self.seed = batch_size, seq_length, run.config.seed
         self.micro_per_iteration = cfg.epochs * cfg.rollout_batch // batch_size
         self.steps_per_iteration = self.micro_per_iteration // grad_accum
-        self.sampler = EpochSampler(len(prompts), cfg.rollout_batch, self.seed, run.world_size, run.rank)
+        self.sampler = run.sampler(prompts, batch_size=cfg.rollout_batch)
         self.sampling = SamplingConfig(greedy=False, temperature=cfg.temperature, top_k=cfg.top_k,
                                        top_p=cfg.top_p).check()
         self.pad = run.resolved.spec.pad_token_id
@@ -409,16 +407,13 @@ def run(config) -> dict:
 
 def _ptx_batches(cfg, run, seq_length: int, batch_size: int):
     """PPO-ptx: micro-batch k of the SFT rows in ppo.ptx_data, at the rollout's sequence length."""
-    from mindtune.data.sft import load_sft
+    from mindtune.data.loading import open_set
+    from mindtune.data.sources import parse_sources
 
-    x, y, _ = load_sft(cfg.ppo.ptx_data, run.resolved.tokenizer, seq_length, run.resolved.spec.pad_token_id,
-                       cfg.data.truncation, key="ppo.ptx_data")
-    sampler = EpochSampler(len(x), batch_size, cfg.seed + 1, run.world_size, run.rank)
-
-    def batch(k):
-        idx = sampler.indices(k)
-        return x[idx], y[idx]
-    return batch
+    rows = open_set("sft", parse_sources(cfg.ppo.ptx_data, "ppo.ptx_data", cfg.data.columns), run.resolved.tokenizer,
+                    run.resolved.spec.pad_token_id, seq_length, cfg.data, train_on_prompt=False)
+    sampler = run.sampler(rows, batch_size=batch_size, seed=cfg.seed + 1, group_by_length=False)
+    return lambda k: rows.batch(sampler.indices(k))
 
 
 def check_rows(rows):

@@ -11,14 +11,14 @@ import dataclasses
 import numpy as np
 from mindspore import nn
 
-from mindtune.data.preference import load_preferences
+from mindtune.data.loading import stage_sets
 from mindtune.engine.trainer import Trainer, TrainTask
 from mindtune.errors import CheckpointError
 from mindtune.models.heads import SCORE_HEAD, RewardModel, ScoreHead, split_head_weights
 from mindtune.peft import count_parameters
 from mindtune.rlhf.losses import pairwise_loss, pairwise_metrics
 from mindtune.stages.common import (build_adapted, check_inputs, prepare_run, print_summary,
-                                    run_fingerprint, save_final)
+                                    run_fingerprint, save_final, mixture_log_row)  # noqa: I001
 
 METRICS = ("accuracy", "reward_margin", "reward_mean", "reward_std")
 
@@ -95,10 +95,7 @@ def run(config) -> dict:
     checked = check_inputs(config)  # every input, data rows included, is checked before the run directory exists
     cfg, spec, tok = config, checked[1].spec, checked[1].tokenizer
     pad, b = spec.pad_token_id, cfg.train.batch_size
-    load = dict(tokenizer=tok, max_length=cfg.data.max_length, pad_id=pad, truncation=cfg.data.truncation)
-    train = load_preferences(cfg.data.train, key="data.train", **load)
-    held_out = load_preferences(cfg.data.eval, key="data.eval", limit=cfg.data.eval_rows, **load) \
-        if cfg.data.eval else None
+    train, held_out = stage_sets(cfg, tok, pad)   # tokenized once into the cache, read memory-mapped
     run = prepare_run(config, checked)
 
     # the backbone runs chosen and rejected together: 2B sequences per micro-batch
@@ -112,7 +109,7 @@ def run(config) -> dict:
               f"trainable parameters {trainable:,} / {total + head.weight.size:,} "
               f"({100 * trainable / (total + head.weight.size):.3f}%, score head included)", flush=True)
 
-    sampler = run.sampler(len(train))
+    sampler = run.sampler(train)
     pairs = sampler.batch  # pairs per compiled step: b, or the global batch under semi-auto parallel
 
     def eval_batches():
@@ -122,12 +119,12 @@ def run(config) -> dict:
     task = TrainTask(loss_cell=PairwiseRewardLoss(reward_model, cfg.rm.center_rewards_coef), aux_names=METRICS,
                      trainable=list(adapted.trainable) + [head.weight],
                      train_batch=lambda k: pair_batch(train, sampler.indices(k), pairs, pad),
-                     eval_batches=eval_batches if held_out else None,
+                     eval_batches=eval_batches if held_out is not None else None,
                      tokens_in=lambda batch: int((batch[0] != pad).sum()),
                      loss_tokens=lambda batch: float(batch[3].sum()),   # the loss is a mean over real pairs
-                     fingerprint=run_fingerprint(cfg))
+                     log_row=mixture_log_row(cfg, sampler, train), fingerprint=run_fingerprint(cfg))
     # Exact reward statistics over whole pairs (the engine's eval_* numbers are means of batch means).
-    stats_set, split = (held_out, "data.eval") if held_out else (train, "data.train")
+    stats_set, split = (held_out, "data.eval") if held_out is not None else (train, "data.train")
     n = min(len(stats_set), cfg.rm.stats_pairs)
     scorer = Scorer(reward_model, 2 * pairs, pad)
 

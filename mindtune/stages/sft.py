@@ -2,12 +2,12 @@
 import numpy as np
 
 from mindtune.data.formats import sft_messages
-from mindtune.data.sft import load_sft
+from mindtune.data.loading import stage_sets
 from mindtune.engine.losses import CausalLMLoss
 from mindtune.engine.trainer import Trainer, TrainTask
 from mindtune.eval.training import build_evaluator, check_training_eval
 from mindtune.peft import count_parameters
-from mindtune.stages.common import (build_adapted, check_inputs, prepare_run, print_summary,
+from mindtune.stages.common import (build_adapted, check_inputs, mixture_log_row, prepare_run, print_summary,
                                     run_fingerprint, save_final)
 
 
@@ -15,42 +15,37 @@ def run(config) -> dict:
     checked = check_inputs(config)
     cfg, resolved = config, checked[1]
     spec, tok, pad = resolved.spec, resolved.tokenizer, resolved.spec.pad_token_id
-    train_x, train_y, dropped = load_sft(cfg.data.train, tok, cfg.data.max_length, pad, cfg.data.truncation,
-                                         cfg.data.train_on_prompt, key="data.train")
-    eval_set = None
-    if cfg.data.eval:
-        eval_set = load_sft(cfg.data.eval, tok, cfg.data.max_length, pad, cfg.data.truncation,
-                            cfg.data.train_on_prompt, key="data.eval", limit=cfg.data.eval_rows)
+    train, eval_set = stage_sets(cfg, tok, pad)   # tokenized once into the cache, read memory-mapped
     eval_rows = check_training_eval(cfg)   # train.eval_metrics: task metrics on generations
     run = prepare_run(config, checked)
     lm, adapted = build_adapted(run)
     trainable, total = count_parameters(adapted)
     if run.rank == 0:
-        print(f"sft: {len(train_x)} training rows ({dropped} dropped as too long), peft={cfg.peft.method}, "
+        print(f"sft: {len(train)} training rows ({train.dropped} dropped as too long), peft={cfg.peft.method}, "
               f"trainable parameters {trainable:,} / {total:,} ({100 * trainable / total:.3f}%)", flush=True)
     evaluator = build_evaluator(eval_rows, cfg, resolved, adapted, run.profile) if eval_rows else None
     if evaluator is not None and run.rank == 0:
         start = evaluator()
         print("task metrics at the start: " + ", ".join(f"{k[5:]} {v:.3f}" for k, v in start.items()), flush=True)
 
-    sampler = run.sampler(len(train_x))
+    sampler = run.sampler(train)
 
     def train_batch(k):
-        idx = sampler.indices(k)
-        return train_x[idx], train_y[idx]
+        return train.batch(sampler.indices(k))
 
     def eval_batches():
-        xs, ys, _ = eval_set
         b = cfg.train.batch_size
-        for i in range(0, len(xs), b):
-            yield _pad_batch(xs[i:i + b], b, pad), _pad_batch(ys[i:i + b], b, -100)
+        for i in range(0, len(eval_set), b):
+            xs, ys = eval_set.batch(np.arange(i, min(i + b, len(eval_set))))
+            yield _pad_batch(xs, b, pad), _pad_batch(ys, b, -100)
 
     task = TrainTask(loss_cell=CausalLMLoss(adapted.network), aux_names=("label_tokens",),
                      trainable=adapted.trainable, train_batch=train_batch,
-                     eval_batches=eval_batches if eval_set else None,
+                     eval_batches=eval_batches if eval_set is not None else None,
                      tokens_in=lambda batch: int((batch[0] != pad).sum()),
                      loss_tokens=lambda batch: int((batch[1] != -100).sum()),
-                     eval_extra=evaluator, fingerprint=run_fingerprint(cfg))
+                     eval_extra=evaluator, log_row=mixture_log_row(cfg, sampler, train),
+                     fingerprint=run_fingerprint(cfg))
     summary = Trainer(cfg, run.run_dir, task, run.profile, desc="sft", run=run).fit()
     if run.rank == 0:
         save_final(run, adapted)
