@@ -10,7 +10,7 @@ The global stream is a sequence of row ids, position p = 0, 1, 2, ...:
 Micro-batch k of rank r of `world` is positions [(k * world + r) * batch, ... + batch): the global batch k is
 the world's micro-batches k side by side, so a data-parallel run sees the batches one device with world x batch
 would. `group_by_length` (Hugging Face Trainer's semantics) sorts each mega-batch of MEGA global batches by
-length, longest first, so a batch holds rows of similar length.
+length, longest first, so a batch holds rows of similar length (one source: mega-batches never cross an epoch).
 """
 from typing import Optional, Sequence
 
@@ -102,15 +102,26 @@ class Sampler:
             return self.stream.rows(np.arange(start, stop))
         out = []
         for p in range(start, stop):
-            m, o = divmod(p, self.mega)
-            out.append(self._mega(m)[o])
+            first = self._mega_start(p)
+            out.append(self._mega(first)[p - first])
         return np.array(out, np.int64)
 
-    def _mega(self, m: int) -> np.ndarray:
-        """Mega-batch m's rows, longest first (a stable sort keeps the shuffled order among equal lengths)."""
-        if self._sorted[0] != m:
-            rows = self.stream.rows(np.arange(m * self.mega, (m + 1) * self.mega))
-            self._sorted = (m, rows[np.argsort(-self.lengths[rows], kind="stable")])
+    def _mega_start(self, p: int) -> int:
+        """First position of the mega-batch holding position p; one source's mega-batches stay inside an epoch
+        (as Hugging Face's do), so no row is in one twice."""
+        epoch = getattr(self.stream, "n", 0)
+        if not epoch:
+            return p // self.mega * self.mega
+        return p // epoch * epoch + (p % epoch) // self.mega * self.mega
+
+    def _mega(self, first: int) -> np.ndarray:
+        """The rows of the mega-batch starting at `first`, longest first (a stable sort keeps the shuffled order
+        among equal lengths)."""
+        if self._sorted[0] != first:
+            epoch = getattr(self.stream, "n", 0)
+            end = first + self.mega if not epoch else min(first + self.mega, (first // epoch + 1) * epoch)
+            rows = self.stream.rows(np.arange(first, end))
+            self._sorted = (first, rows[np.argsort(-self.lengths[rows], kind="stable")])
         return self._sorted[1]
 
     def indices(self, k: int) -> np.ndarray:
@@ -122,11 +133,11 @@ class Sampler:
         end = micro_batches * self.world * self.batch
         if self.lengths is None or len(self.stream.sizes) == 1:
             return self.stream.seen(end)
-        m, o = divmod(end, self.mega)
+        first = self._mega_start(end)
         starts = np.concatenate([[0], np.cumsum(self.stream.sizes)])
-        extra = np.bincount(np.searchsorted(starts, self._mega(m)[:o], side="right") - 1,
+        extra = np.bincount(np.searchsorted(starts, self._mega(first)[:end - first], side="right") - 1,
                             minlength=len(self.stream.sizes))
-        return self.stream.seen(m * self.mega) + extra
+        return self.stream.seen(first) + extra
 
 
 def make_sampler(data, batch_size: int, seed: int, world: int = 1, rank: int = 0, group_by_length: bool = False,
