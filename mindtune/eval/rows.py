@@ -51,8 +51,9 @@ def parse_row(where: str, row: dict) -> EvalRow:
                     "'answer', or 'choices' with 'answer'")
 
 
-def read_eval_rows(path: str, key: str = "--input", limit: Optional[int] = None) -> List[EvalRow]:
-    rows = read_rows(path, key=key)
+def read_eval_rows(path: str, key: str = "--input", limit: Optional[int] = None,
+                   columns: Optional[dict] = None) -> List[EvalRow]:
+    rows = read_rows(path, key=key, columns=columns)
     if limit:
         rows = rows[:limit]
     return [parse_row(where, row) for where, row in rows]

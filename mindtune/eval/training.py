@@ -25,7 +25,7 @@ def check_training_eval(config) -> Optional[list]:
                           f"not {config.peft.method!r}; evaluate the saved adapter with `mindtune eval`")
     if not config.data.eval:
         raise ConfigError("train.eval_metrics: needs data.eval (the rows to generate on)")
-    rows = read_eval_rows(config.data.eval, key="data.eval", limit=config.data.eval_rows)
+    rows = read_eval_rows(config.data.eval, key="data.eval", limit=config.data.eval_rows, columns=config.data.columns)
     if any(r.is_choice for r in rows):
         raise ConfigError("train.eval_metrics: data.eval has multiple-choice rows; use SFT rows with references")
     return rows
