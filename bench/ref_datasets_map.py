@@ -61,7 +61,7 @@ def main():
                     desc="datasets.map")
     done = time.perf_counter()
     print(json.dumps({"load_s": loaded - began, "map_s": done - loaded, "rows": len(mapped),
-                      "sample": mapped.select(range(min(args.sample, len(mapped))))["input_ids"]}))
+                      "sample": [list(ids) for ids in mapped.select(range(min(args.sample, len(mapped))))["input_ids"]]}))
 
 
 if __name__ == "__main__":

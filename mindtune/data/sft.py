@@ -31,13 +31,10 @@ def encode_conversation(tokenizer, messages, train_on_prompt: bool = False) -> E
             full = tokenizer.apply_chat_template(messages[: i + 1])
             _append(tokenizer, tokens, trainable, full[len(rendered):], True)
             rendered = full
-    rest = tokenizer.apply_chat_template(messages)[len(rendered):]
-    _append(tokenizer, tokens, trainable, rest, train_on_prompt)
-    if tokenizer.add_bos and tokenizer.bos_id is not None:
-        # Tokenizer.encode adds BOS to every piece; keep only the first.
-        keep = [0] + [k for k in range(1, len(tokens)) if not (tokens[k] == tokenizer.bos_id and trainable[k] == -1)]
-        tokens, trainable = [tokens[k] for k in keep], [trainable[k] for k in keep]
-    return Encoded(tokens, [max(t, 0) for t in trainable])
+    if not (messages and messages[-1]["role"] == "assistant" and rendered):   # else the whole is rendered already
+        rest = tokenizer.apply_chat_template(messages)[len(rendered):]
+        _append(tokenizer, tokens, trainable, rest, train_on_prompt)
+    return Encoded(tokens, trainable)
 
 
 def reject_pad_token(tokens, pad_id: int, where: str):
@@ -50,12 +47,10 @@ def _append(tokenizer, tokens, trainable, text, label):
     if not text:
         return
     ids = tokenizer.encode(text)
-    if tokenizer.add_bos and tokenizer.bos_id is not None and tokens:
-        marks = [-1] + [int(label)] * (len(ids) - 1)  # -1 marks a repeated BOS to drop
-    else:
-        marks = [int(label)] * len(ids)
+    if tokens and tokenizer.add_bos and tokenizer.bos_id is not None:
+        ids = ids[1:]   # Tokenizer.encode adds BOS to every piece; keep only the conversation's first
     tokens.extend(ids)
-    trainable.extend(marks)
+    trainable.extend([int(label)] * len(ids))
 
 
 def truncate(enc: Encoded, max_length: int, strategy: str):
