@@ -2,6 +2,7 @@
 
     flock /tmp/mindtune-bench.lock .venv/bin/python bench/bench_data.py [--rows 200000] [--workers 2]
         [--ref-python /tmp/data-ref-venv/bin/python] [--work /tmp/bench-data] [--no-ref] [--mindrecord-rows 20000]
+        [--only prepare,memory,mindrecord] [--code DIR]
 
 1. Preparation speed: a synthetic SFT file (--rows alpaca rows, a quarter with a system prompt, half with an
    input; 10-200 words each side) rendered with SmolLM2's chat template and tokenizer (models/smollm2-135m), prompt
@@ -57,11 +58,15 @@ def sft_config(path, model, data, cache, out, max_length, extra=""):
     return path
 
 
+CODE = {"dir": REPO, "work": "/tmp"}   # --code: the mindtune source tree the subprocesses import
+
+
 def run(cmd, env=None, watch=None):
     """(seconds, stdout, stderr, {marker: seconds after launch when a stdout line first contained it})."""
     began = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-                            env=dict(os.environ, MINDTUNE_NO_PROGRESS="1", **(env or {})))
+    path = os.pathsep.join(p for p in (CODE["dir"], os.environ.get("PYTHONPATH")) if p)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=CODE["work"],
+                            env=dict(os.environ, MINDTUNE_NO_PROGRESS="1", PYTHONPATH=path, **(env or {})))
     seen, lines = {}, []
     for line in proc.stdout:
         lines.append(line)
@@ -104,7 +109,7 @@ def bench_prepare(args, work, data, model):
                            "--max-length", "512", "--num-proc", str(args.workers), "--cache", hf_cache])
     ref = json.loads(out.strip().splitlines()[-1])
     shutil.rmtree(hf_cache, ignore_errors=True)
-    sys.path.insert(0, REPO)
+    sys.path.insert(0, CODE["dir"])
     from mindtune.data.cache import CacheView
     view = CacheView(entry)
     same = sum(view.seq("tokens", i).tolist() == ids for i, ids in enumerate(ref["sample"]))
@@ -144,11 +149,11 @@ def bench_memory_and_start(work, data_all, data_1k):
     shutil.rmtree(os.path.join(work, "run-warm-all"), ignore_errors=True)
     _, out, _, seen = run(MINDTUNE + ["train", warm_cfg], watch=("reused", "training rows"))
     res["warm_first_step_s"] = seen["training rows"]
-    code = ("import time, sys; sys.path.insert(0, %r)\nfrom mindtune.config import load_config\n"
+    code = ("import time\nfrom mindtune.config import load_config\n"
             "from mindtune.data.loading import stage_sets\nfrom mindtune.models.loading import resolve_model\n"
             "c = load_config(%r); r = resolve_model('tiny'); t = time.perf_counter()\n"
             "s, _ = stage_sets(c, r.tokenizer, r.spec.pad_token_id); s.batch(s.lengths.argsort()[:4])\n"
-            "print('DATA_S', time.perf_counter() - t)") % (REPO, warm_cfg)
+            "print('DATA_S', time.perf_counter() - t)") % (warm_cfg,)
     _, out, _, _ = run([PY, "-c", code])
     res["warm_data_s"] = float([line for line in out.splitlines() if line.startswith("DATA_S")][0].split()[1])
     res["start_ratio"] = res["cold_prepare_s"] / res["warm_first_step_s"]
@@ -161,7 +166,6 @@ import json, os, sys, time
 import numpy as np
 from mindspore import dataset as ds
 from mindspore.mindrecord import FileWriter
-sys.path.insert(0, %(repo)r)
 from mindtune.data.cache import CacheView
 from mindtune.data.sets import Part, SFTSet
 view = CacheView(%(entry)r)
@@ -199,7 +203,7 @@ print("RESULT", json.dumps(out))
 
 def bench_mindrecord(work, rows):
     entry, _ = cache_meta(os.path.join(work, "cache-speed"))
-    _, out, _, _ = run([PY, "-c", MINDRECORD % {"repo": REPO, "entry": entry, "rows": rows, "work": work}])
+    _, out, _, _ = run([PY, "-c", MINDRECORD % {"entry": entry, "rows": rows, "work": work}])
     return json.loads([line for line in out.splitlines() if line.startswith("RESULT")][0][7:])
 
 
@@ -214,21 +218,23 @@ def main():
     p.add_argument("--no-ref", action="store_true")
     p.add_argument("--mindrecord-rows", type=int, default=20_000)
     p.add_argument("--only", default="prepare,memory,mindrecord")
+    p.add_argument("--code", default=REPO, help="mindtune source tree to run (e.g. a `git archive` of a commit)")
     args = p.parse_args()
     os.makedirs(args.work, exist_ok=True)
+    CODE.update(dir=os.path.abspath(args.code), work=args.work)
     data_all = os.path.join(args.work, f"sft_{args.rows}.jsonl")
     data_1k = os.path.join(args.work, "sft_1000.jsonl")
     if not os.path.exists(data_all):
         make_rows(data_all, args.rows)
         make_rows(data_1k, 1000)
     result = {"rows": args.rows, "workers": args.workers}
-    only = args.only.split(",")
-    if "prepare" in only:
-        result.update(bench_prepare(args, args.work, data_all, args.model))
-    if "memory" in only:
-        result.update(bench_memory_and_start(args.work, data_all, data_1k))
-    if "mindrecord" in only:
-        result.update(bench_mindrecord(args.work, args.mindrecord_rows))
+    sections = {"prepare": lambda: bench_prepare(args, args.work, data_all, args.model),
+                "memory": lambda: bench_memory_and_start(args.work, data_all, data_1k),
+                "mindrecord": lambda: bench_mindrecord(args.work, args.mindrecord_rows)}
+    for name in args.only.split(","):
+        part = sections[name]()
+        print(name, json.dumps(part), flush=True)   # each section as it finishes
+        result.update(part)
     print(json.dumps(result))
 
 
