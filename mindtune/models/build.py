@@ -33,6 +33,9 @@ def llama_config(spec: ModelSpec, profile: DeviceProfile, seq_length: int, batch
         rotary_dtype="float32", param_init_type=param_dtype, embedding_init_type=param_dtype,
         use_flash_attention=profile.use_flash_attention, fused_rms_norm=profile.fused_rms_norm,
         use_rope_slice=profile.use_rope_slice, use_past=False,
+        # is_dynamic: MindFormers then cuts its causal mask to the input's length, so a network built for
+        # seq_length also runs shorter batches (length buckets, mindtune.engine.buckets)
+        is_dynamic=True,
     )
     if parallel_config:
         from mindtune.parallel.layers import pipeline_offset

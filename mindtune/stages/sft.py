@@ -3,6 +3,7 @@ import numpy as np
 
 from mindtune.data.formats import sft_messages
 from mindtune.data.loading import stage_sets
+from mindtune.engine.buckets import bucket_lengths, trim_batch
 from mindtune.engine.losses import CausalLMLoss
 from mindtune.engine.trainer import Trainer, TrainTask
 from mindtune.eval.training import build_evaluator, check_training_eval
@@ -29,15 +30,16 @@ def run(config) -> dict:
         print("task metrics at the start: " + ", ".join(f"{k[5:]} {v:.3f}" for k, v in start.items()), flush=True)
 
     sampler = run.sampler(train)
+    buckets = bucket_lengths(cfg.data.max_length, cfg.train.length_buckets)
 
     def train_batch(k):
-        return train.batch(sampler.indices(k))
+        return trim_batch(train.batch(sampler.indices(k)), pad, buckets)
 
     def eval_batches():
         b = cfg.train.batch_size
         for i in range(0, len(eval_set), b):
             xs, ys = eval_set.batch(np.arange(i, min(i + b, len(eval_set))))
-            yield _pad_batch(xs, b, pad), _pad_batch(ys, b, -100)
+            yield trim_batch((_pad_batch(xs, b, pad), _pad_batch(ys, b, -100)), pad, buckets)
 
     task = TrainTask(loss_cell=CausalLMLoss(adapted.network), aux_names=("label_tokens",),
                      trainable=adapted.trainable, train_batch=train_batch,

@@ -1,0 +1,153 @@
+"""Where a training step's time and memory go: one factor changed at a time, on the SmolLM2-135M architecture.
+
+    python bench/diagnose_train.py [--only NAME,NAME] [--steps 3]
+
+Each variant runs in its own process (a MindSpore process keeps its memory pool, so peak resident memory is
+only comparable between fresh processes) and reports the median step time after the first (compiling) step,
+the first step's time and the process's peak resident memory. The weights are random (the preset's
+architecture, seeded): speed and memory do not depend on their values. The variants, from the issue that asked
+for them: number of layers (2, 8, 30); sequence length at an equal number of tokens; the loss replaced by
+`hidden.mean()` (what the output projection and cross-entropy cost); recompute on; PyNative instead of graph
+mode; full fine-tuning. It also prints this machine's float32 matrix-product rate (numpy and MindSpore), the
+physical floor of every step. Prints a table and one JSON line per variant.
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+BASE = dict(layers=30, bs=4, seq=256, method="lora", loss="ce", recompute="none", graph=True)
+VARIANTS = {
+    "base": {},
+    "layers2": dict(layers=2),
+    "layers8": dict(layers=8),
+    "seq128x8": dict(bs=8, seq=128),
+    "seq512x2": dict(bs=2, seq=512),
+    "hidden_mean": dict(loss="hidden_mean"),
+    "recompute": dict(recompute="full"),
+    "pynative": dict(graph=False),
+    "full": dict(method="none"),
+    "l8": dict(layers=8),
+    "l8_somas": dict(layers=8, context={"memory_optimize_level": "O1"}),
+    "l8_kernel": dict(layers=8, context={"enable_graph_kernel": True}),
+    "l8_jitO1": dict(layers=8, context={"jit_config": {"jit_level": "O1"}}),
+    "l8_recompute": dict(layers=8, recompute="full"),
+    "l8_select": dict(layers=8, recompute="selective"),
+    "l8_hidden": dict(layers=8, loss="hidden_mean"),
+}
+
+
+def child(variant: dict, steps: int) -> dict:
+    from mindtune import shims
+    shims.quiet_environment()
+    from mindspore import nn
+
+    from mindtune.config import load_config
+    from mindtune.engine.losses import CausalLMLoss
+    from mindtune.engine.metrics import read_metrics
+    from mindtune.engine.trainer import Trainer, TrainTask
+    from mindtune.stages.common import build_adapted, check_inputs, prepare_run
+
+    class HiddenMean(nn.Cell):   # the backbone alone: no output projection, no cross-entropy
+        def __init__(self, network):
+            super().__init__(auto_prefix=False)
+            self.network = network
+
+        def construct(self, input_ids, labels):
+            hidden = self.network.backbone(input_ids)
+            return hidden.mean(), (hidden.sum() * 0,)
+
+    v = dict(BASE, **variant)
+    out = tempfile.mkdtemp(prefix="diagnose-")
+    overrides = ["model.path=smollm2-135m", f"model.spec={{num_layers: {v['layers']}}}", f"data.train={__file__}",
+                 f"data.max_length={v['seq']}", f"peft.method={v['method']}", "peft.rank=8", "peft.alpha=16",
+                 f"train.batch_size={v['bs']}", f"train.max_steps={steps + 1}", "train.lr=1e-4",
+                 "train.schedule=constant", "train.max_grad_norm=0", f"train.graph_mode={v['graph']}",
+                 f"parallel.recompute={v['recompute']}", f"output_dir={out}", "train.save_every=0"]
+    started = time.perf_counter()
+    config = load_config(None, overrides)
+    run = prepare_run(config, check_inputs(config, need_tokenizer=False))
+    if v.get("context"):
+        import mindspore as ms
+        ms.set_context(**v["context"])
+    _, adapted = build_adapted(run)
+    built = time.perf_counter() - started
+    rng = np.random.default_rng(0)
+    ids = rng.integers(100, 40000, (v["bs"], v["seq"])).astype(np.int32)
+    labels = np.concatenate([ids[:, 1:], np.full((v["bs"], 1), -100, np.int32)], axis=1)
+    cell = HiddenMean(adapted.network) if v["loss"] == "hidden_mean" else CausalLMLoss(adapted.network)
+    task = TrainTask(cell, ("label_tokens",), adapted.trainable, lambda k: (ids, labels))
+    Trainer(config, out, task, run.profile, desc="diagnose").fit()
+    rows = read_metrics(os.path.join(out, "metrics.jsonl"))
+    seconds = [v["bs"] * v["seq"] / r["tokens_per_s"] for r in rows]
+    step = float(np.median(seconds[1:]))
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"build_s": round(built, 1), "first_step_s": round(seconds[0], 1), "step_s": round(step, 3),
+            "tokens_per_s": round(v["bs"] * v["seq"] / step, 1), "peak_rss_mb": round(peak_mb),
+            "mb_per_token": round(peak_mb / (v["bs"] * v["seq"]), 2)}
+
+
+def matmul_rate(n: int = 2048, repeats: int = 5) -> dict:
+    """GFLOP/s of an n x n float32 matrix product: numpy (the BLAS PyTorch also calls) and MindSpore's CPU MatMul."""
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    best = min(_timed(lambda: a @ a) for _ in range(repeats))
+    rates = {"numpy_gflops": round(2 * n ** 3 / best / 1e9, 1)}
+    from mindtune import shims
+    shims.quiet_environment()
+    import mindspore as ms
+    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
+    x = ms.Tensor(a)
+
+    @ms.jit
+    def matmul(t):
+        return ms.ops.matmul(t, t)
+
+    matmul(x).asnumpy()
+    best = min(_timed(lambda: matmul(x).asnumpy()) for _ in range(repeats))
+    rates["mindspore_gflops"] = round(2 * n ** 3 / best / 1e9, 1)
+    return rates
+
+
+def _timed(fn) -> float:
+    began = time.perf_counter()
+    fn()
+    return time.perf_counter() - began
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", default=",".join(VARIANTS))
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.child:
+        print(json.dumps(child(VARIANTS[a.child], a.steps)))
+        return 0
+    if a.only == "matmul":
+        print(json.dumps(matmul_rate()))
+        return 0
+    rate = json.loads(subprocess.run([sys.executable, __file__, "--only", "matmul"], check=True,
+                                     capture_output=True, text=True).stdout.splitlines()[-1])
+    print(f"float32 matrix product on this machine: numpy {rate['numpy_gflops']} GFLOP/s, "
+          f"MindSpore {rate['mindspore_gflops']} GFLOP/s", flush=True)
+    print(f"{'variant':<12} {'s/step':>8} {'tokens/s':>9} {'first step s':>13} {'peak MB':>8} {'MB/token':>9}")
+    for name in a.only.split(","):
+        proc = subprocess.run([sys.executable, __file__, "--child", name, "--steps", str(a.steps)],
+                              capture_output=True, text=True)
+        if proc.returncode:
+            print(f"{name:<12} failed: {(proc.stderr.strip().splitlines() or ['?'])[-1][:200]}", flush=True)
+            continue
+        r = json.loads(proc.stdout.splitlines()[-1])
+        print(f"{name:<12} {r['step_s']:>8} {r['tokens_per_s']:>9} {r['first_step_s']:>13} {r['peak_rss_mb']:>8} "
+              f"{r['mb_per_token']:>9}   {json.dumps(dict(BASE, **VARIANTS[name]))}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
