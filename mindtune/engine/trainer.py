@@ -5,6 +5,7 @@ way to fetch micro-batch k of the (seeded, epoch-shuffled) data stream. The engi
 graph-mode compilation, AdamW, lr schedule, gradient accumulation and clipping, dynamic loss scaling that skips
 overflowed steps, evaluation, metrics, progress, atomic checkpoints and exact resume.
 """
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional, Sequence
@@ -223,6 +224,7 @@ class Trainer:
         bar = progress_bar(cfg.max_steps, start, self.desc, enabled=self.rank == 0)
         max_norm = ms.Tensor(cfg.max_grad_norm if cfg.max_grad_norm > 0 else 1.0, ms.float32)
         timed_tokens, timed_seconds, last = 0, 0.0, {}
+        compiled = set()   # batch shapes whose graphs exist; a new one compiles during its step
         try:
             for step in range(start, cfg.max_steps):
                 lr = learning_rate(step, cfg.lr, cfg.max_steps, cfg.warmup_steps, cfg.schedule, cfg.min_lr_ratio)
@@ -230,6 +232,11 @@ class Trainer:
                 scale_value = float(self.scaler.scale_value.asnumpy())
                 batches = [self.task.train_batch(step * cfg.grad_accum + m) for m in range(cfg.grad_accum)]
                 weights = self._micro_weights(batches)
+                shapes = {tuple(np.shape(x) for x in batch) for batch in batches} - compiled
+                for shape in sorted(shapes):
+                    self._say(f"{self.desc}: compiling the training step for batches of {'x'.join(map(str, shape[0]))} "
+                              "(once per shape; most of a minute for a 30-layer model on CPU)")
+                compiled |= shapes
                 total, losses, auxes, tokens = None, [], [], 0
                 for batch, weight in zip(batches, weights):
                     tokens += self.task.tokens_in(batch)
@@ -250,7 +257,7 @@ class Trainer:
                 # the step's loss: every micro-batch (and rank) weighted as its gradient was
                 loss_value = self.sum_over_ranks(sum(w * l for w, l in zip(weights, losses))) / self.world
                 elapsed = time.perf_counter() - began
-                if step > start:  # the first step of a process includes graph compilation
+                if step > start and not shapes:  # steps that compiled a graph are not timed
                     timed_tokens, timed_seconds = timed_tokens + tokens, timed_seconds + elapsed
                 if summary["first_loss"] is None:
                     summary["first_loss"] = loss_value
@@ -282,6 +289,12 @@ class Trainer:
                         "steps": cfg.max_steps})
         return summary
 
+
+    def _say(self, message: str):
+        """A line on the terminal above the progress bar (rank 0 only)."""
+        if self.rank == 0:
+            from tqdm import tqdm
+            tqdm.write(message, file=sys.stderr)
 
     def sum_over_ranks(self, value: float) -> float:
         """`value` summed over the data-parallel ranks (itself on one device)."""

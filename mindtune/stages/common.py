@@ -129,6 +129,9 @@ def build_adapted(run: Run, extra_seq: int = 0):
 
     cfg = run.config
     seq_length = cfg.data.max_length + peft.extra_positions(cfg.peft) + extra_seq
+    if run.rank == 0:
+        print(f"{cfg.stage}: building the {run.resolved.spec.num_layers}-layer model and loading its weights from "
+              f"{run.resolved.source}", flush=True)
     lm = build_causal_lm(run.resolved, run.profile, seq_length, cfg.seed, cfg.train.batch_size, cfg.parallel)
     saved = run.resolved.model_dir.weights() if run.resolved.model_dir is not None and \
         run.resolved.model_dir.is_adapter else None
@@ -235,7 +238,7 @@ def print_summary(run: Run, summary: dict, extra: str = ""):
     if "eval_loss" in last:
         lines.append(f"eval loss: {last['eval_loss']:.4f}")
     if summary.get("tokens_per_s"):
-        lines.append(f"throughput: {summary['tokens_per_s']:.0f} tokens/s (after the first, compiling step)")
+        lines.append(f"throughput: {summary['tokens_per_s']:.0f} tokens/s (steps that compiled a graph not counted)")
     if summary.get("resumed_from"):
         lines.append(f"resumed from step {summary['resumed_from']}")
     if summary.get("skipped_steps"):

@@ -154,3 +154,22 @@ def test_accumulation_weights_micro_batches_by_their_label_tokens(masked_setup, 
     # and the unweighted mean of micro-batch means is measurably different on these rows
     _, m_plain = train_masked(masked_setup, tmp_path / "plain", batch=2, accum=2, steps=1, weighted=False)
     assert abs(m_plain[0]["loss"] - m_big[0]["loss"]) > 1e-2 * m_big[0]["loss"]
+
+
+def test_each_new_batch_shape_is_announced_once_and_not_timed(toy_setup, tmp_path, capsys):
+    """Length buckets give batches of several shapes; each compiles once and the terminal says so."""
+    from mindtune.config import load_config
+    from mindtune.engine.trainer import Trainer, TrainTask
+
+    profile, Toy, x, y = toy_setup
+    cfg = load_config(None, ["train.max_steps=5", "train.schedule=constant"])
+    cell = Toy()
+    sizes = [4, 2, 4, 2, 4]          # steps 1 and 2 compile; 3, 4, 5 are timed
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    task = TrainTask(cell, ("rows",), [cell.w], lambda k: (x[:sizes[k]], y[:sizes[k]]))
+    Trainer(cfg, str(tmp_path), task, profile).fit()
+    said = [line for line in capsys.readouterr().err.splitlines() if "compiling" in line]
+    assert said == ["train: compiling the training step for batches of 4x3 (once per shape; most of a minute "
+                    "for a 30-layer model on CPU)",
+                    "train: compiling the training step for batches of 2x3 (once per shape; most of a minute "
+                    "for a 30-layer model on CPU)"]
