@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mindtune.data.formats import read_rows, sft_messages
+from mindtune.data.formats import read_rows
 from mindtune.errors import DataError
 
 IGNORE = -100
@@ -82,22 +82,20 @@ def to_arrays(enc: Encoded, max_length: int, pad_id: int):
 
 def load_sft(path: str, tokenizer, max_length: int, pad_id: int, truncation: str = "keep_response",
              train_on_prompt: bool = False, key: str = "data.train", limit: int = 0):
-    """Read and encode an SFT file: (input_ids [N, L], labels [N, L], number of rows dropped)."""
+    """Read and encode an SFT file in memory: (input_ids [N, L], labels [N, L], number of rows dropped). The
+    stages read through the cache (mindtune.data.loading); this is the small-file, in-memory form of the same
+    encoder."""
+    from mindtune.data.encoders import Encoding, encode_row
+
+    encoding = Encoding("sft", max_length, truncation, train_on_prompt, pad_id)
     inputs, targets, dropped = [], [], 0
     rows = read_rows(path, key)
-    if limit:
-        rows = rows[:limit]
-    for where, row in rows:
-        enc = encode_conversation(tokenizer, sft_messages(row, where), train_on_prompt)
-        reject_pad_token(enc.tokens, pad_id, where)
-        enc = truncate(enc, max_length, truncation)
-        if enc is None:
+    for where, row in rows[:limit] if limit else rows:
+        encoded = encode_row(tokenizer, encoding, row, where, key)
+        if encoded is None:
             dropped += 1
             continue
-        ids, labels = to_arrays(enc, max_length, pad_id)
-        if not (labels != IGNORE).any():
-            dropped += 1
-            continue
+        ids, labels = to_arrays(Encoded(encoded["tokens"], encoded["marks"]), max_length, pad_id)
         inputs.append(ids)
         targets.append(labels)
     if not inputs:
