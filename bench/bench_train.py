@@ -11,6 +11,7 @@ mindtune, on the same machine, and the ratio of tokens/s is printed. Prints one 
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -46,10 +47,12 @@ def mindtune_step_times(model, method, seq, bs, steps):
     Trainer(config, out, task, run.profile, desc=f"bench {method}").fit()
     rows = read_metrics(os.path.join(out, "metrics.jsonl"))
     shutil.rmtree(out, ignore_errors=True)
-    seconds = [bs * seq / r["tokens_per_s"] for r in rows]
+    seconds = [r["step_s"] for r in rows]
     median = float(np.median(seconds[1:]))
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"first_step_s": round(seconds[0], 2), "step_s_median": round(median, 3),
-            "tokens_per_s": round(bs * seq / median, 1), "losses": [round(r["loss"], 4) for r in rows]}
+            "tokens_per_s": round(bs * seq / median, 1), "losses": [round(r["loss"], 4) for r in rows],
+            "peak_rss_mb": round(peak_mb), "mb_per_token": round(peak_mb / (bs * seq), 2)}
 
 
 def reference(gguf, what, seq, bs, steps):
@@ -61,7 +64,29 @@ def reference(gguf, what, seq, bs, steps):
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode:
         return {"error": proc.stderr.strip().splitlines()[-1:]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024   # this process's only child
+    for part in what.split(","):
+        if part in result:
+            result[part].update(peak_rss_mb=round(peak_mb), mb_per_token=round(peak_mb / (bs * seq), 2))
+    return result
+
+
+def print_table(result: dict):
+    print("| step | mindtune s/step | PyTorch s/step | ratio (tokens/s) | mindtune peak MB (MB/token) | "
+          "PyTorch peak MB (MB/token) | memory ratio | mindtune first step s |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for what, mine in result.get("mindtune", {}).items():
+        ref = result.get("reference", {}).get(what, {})
+        ratio = result.get("ratio_tokens_per_s", {}).get(what, "-")
+        memory = round(mine["peak_rss_mb"] / ref["peak_rss_mb"], 2) if ref.get("peak_rss_mb") else "-"
+        print(f"| {what} | {mine['step_s_median']} | {ref.get('step_s_median', '-')} | {ratio} | "
+              f"{mine['peak_rss_mb']} ({mine['mb_per_token']}) | {ref.get('peak_rss_mb', '-')} "
+              f"({ref.get('mb_per_token', '-')}) | {memory} | {mine['first_step_s']} |")
+    rates = result.get("matmul_gflops")
+    if rates:
+        print(f"float32 2048x2048 matrix product on this machine: numpy {rates['numpy_gflops']} GFLOP/s, "
+              f"MindSpore {rates['mindspore_gflops']} GFLOP/s")
 
 
 def main():
@@ -82,6 +107,10 @@ def main():
             part = json.loads(subprocess.run(argv, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
             for key, value in part.items():
                 merged.setdefault(key, {}).update(value) if isinstance(value, dict) else merged.update({key: value})
+        merged["matmul_gflops"] = json.loads(subprocess.run([sys.executable, os.path.join(HERE, "diagnose_train.py"),
+                                                             "--only", "matmul"], check=True, capture_output=True,
+                                                            text=True).stdout.splitlines()[-1])
+        print_table(merged)
         print(json.dumps(merged))
         return 0
     result = {"shapes": {"seq": a.seq, "bs": a.bs, "steps": a.steps}}

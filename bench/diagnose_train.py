@@ -34,6 +34,8 @@ VARIANTS = {
     "pynative": dict(graph=False),
     "full": dict(method="none"),
     "l8": dict(layers=8),
+    "l8_no_shim": dict(layers=8, no_shim=True),
+    "no_shim": dict(no_shim=True),
     "l8_somas": dict(layers=8, context={"memory_optimize_level": "O1"}),
     "l8_kernel": dict(layers=8, context={"enable_graph_kernel": True}),
     "l8_jitO1": dict(layers=8, context={"jit_config": {"jit_level": "O1"}}),
@@ -64,6 +66,9 @@ def child(variant: dict, steps: int) -> dict:
             return hidden.mean(), (hidden.sum() * 0,)
 
     v = dict(BASE, **variant)
+    if v.get("no_shim"):   # MindFormers' broadcasting primitives as they are (mindtune.shims.cpu_explicit_broadcasts)
+        from mindtune import shims as mindtune_shims
+        mindtune_shims.cpu_explicit_broadcasts = lambda network: 0
     out = tempfile.mkdtemp(prefix="diagnose-")
     overrides = ["model.path=smollm2-135m", f"model.spec={{num_layers: {v['layers']}}}", f"data.train={__file__}",
                  f"data.max_length={v['seq']}", f"peft.method={v['method']}", "peft.rank=8", "peft.alpha=16",

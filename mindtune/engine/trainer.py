@@ -262,8 +262,8 @@ class Trainer:
                 if summary["first_loss"] is None:
                     summary["first_loss"] = loss_value
                 row = {"step": step + 1, "loss": loss_value, "lr": lr, "grad_norm": float(norm.asnumpy()),
-                       "tokens_per_s": tokens / elapsed, "loss_scale": scale_value,
-                       "skipped": not finite}
+                       "tokens_per_s": tokens / elapsed, "step_s": elapsed, "compiled": bool(shapes),
+                       "loss_scale": scale_value, "skipped": not finite}
                 for i, name in enumerate(self.task.aux_names):
                     row[name] = float(np.mean([a[i].asnumpy() for a in auxes]))
                 done = step + 1

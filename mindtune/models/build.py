@@ -48,7 +48,11 @@ def build_llama(spec: ModelSpec, profile: DeviceProfile, seq_length: int, batch_
     """A MindFormers LlamaForCausalLM, randomly initialised by MindFormers (load weights afterwards)."""
     from mindformers.models.llama import LlamaForCausalLM
 
-    return LlamaForCausalLM(llama_config(spec, profile, seq_length, batch_size, parallel))
+    llama = LlamaForCausalLM(llama_config(spec, profile, seq_length, batch_size, parallel))
+    if profile.is_cpu:
+        from mindtune.shims import cpu_explicit_broadcasts
+        cpu_explicit_broadcasts(llama)
+    return llama
 
 
 def random_weights(spec: ModelSpec, seed: int) -> dict:

