@@ -1,7 +1,7 @@
 """One epoch of LoRA SFT on rows of long-tailed length: mindtune (length-grouped batches, length buckets) vs
 Hugging Face transformers + PEFT padding each shuffled batch to its longest row, in the same run.
 
-    python bench/bench_epoch.py [--rows 160] [--batch 8] [--max-length 512] [--no-ref]
+    python bench/bench_epoch.py [--rows 160] [--batch 4] [--max-length 256] [--no-ref]
 
 The rows are synthetic chat turns (a user asks to repeat some words; the assistant does) whose response lengths
 follow a log-normal distribution: most rows far below max_length, a few near it. mindtune trains on them through
@@ -29,9 +29,9 @@ WORDS = ("river stone light cloud paper garden window silver orange market morni
 
 
 def write_rows(path: str, rows: int, max_words: int, seed: int = 0) -> np.ndarray:
-    """Chat rows whose response word counts are log-normal (median ~40 words), clipped to max_words."""
+    """Chat rows whose response word counts are log-normal (median 12 words, a long tail), clipped to max_words."""
     rng = np.random.default_rng(seed)
-    counts = np.clip(rng.lognormal(np.log(40), 0.8, rows).astype(int), 3, max_words)
+    counts = np.clip(rng.lognormal(np.log(12), 0.9, rows).astype(int), 3, max_words)
     with open(path, "w", encoding="utf-8") as f:
         for n in counts:
             words = " ".join(rng.choice(WORDS, n))
@@ -86,8 +86,8 @@ def main():
     p.add_argument("--model", default=os.path.join(REPO, "models", "smollm2-135m"))
     p.add_argument("--gguf", default=os.environ.get("MINDTUNE_SMOLLM2_GGUF", GGUF))
     p.add_argument("--rows", type=int, default=160)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--max-length", type=int, default=512)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--no-ref", action="store_true")
     a = p.parse_args()
     work = tempfile.mkdtemp(prefix="bench-epoch-")
