@@ -59,13 +59,15 @@ def reference(gguf, what, seq, bs, steps):
     python = os.environ.get("REF_PYTHON", "/tmp/ref-venv/bin/python")
     if not os.path.exists(python) or not os.path.exists(gguf):
         return {"error": f"reference not run: needs {python} (see ../shared/bench/README.md) and {gguf}"}
-    cmd = [python, REF, gguf, "--what", what, "--seq", str(seq), "--bs", str(bs), "--steps", str(steps),
-           "--threads", "2"]
+    # /usr/bin/time reports the reference's own peak; getrusage(RUSAGE_CHILDREN) here would report this large
+    # process's resident size, which a forked child counts until it execs
+    cmd = ["/usr/bin/time", "-f", "%M", python, REF, gguf, "--what", what, "--seq", str(seq), "--bs", str(bs),
+           "--steps", str(steps), "--threads", "2"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode:
         return {"error": proc.stderr.strip().splitlines()[-1:]}
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024   # this process's only child
+    peak_mb = int(proc.stderr.strip().splitlines()[-1]) / 1024
     for part in what.split(","):
         if part in result:
             result[part].update(peak_rss_mb=round(peak_mb), mb_per_token=round(peak_mb / (bs * seq), 2))
