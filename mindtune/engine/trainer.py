@@ -289,7 +289,6 @@ class Trainer:
                         "steps": cfg.max_steps})
         return summary
 
-
     def _say(self, message: str):
         """A line on the terminal above the progress bar (rank 0 only)."""
         if self.rank == 0:

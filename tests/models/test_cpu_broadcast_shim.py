@@ -22,6 +22,4 @@ def test_every_named_broadcasting_primitive_is_swapped_on_cpu():
                 assert not isinstance(getattr(cell, name), Primitive), f"{type(cell).__name__}.{name}"
     # 2 layers: the attention mask add; 5 RMSNorms (2 per layer and the final one) x 2; 2 rotary embeddings x 3
     assert seen == {"LLamaAttention": 2, "LlamaRMSNorm": 10, "RotaryEmbedding": 6}
-    attentions = [c for _, c in llama.cells_and_names() if type(c).__name__ == "LLamaAttention"]
-    assert len(attentions) == 2 and not any(isinstance(c.softmax, Primitive) for c in attentions)
     assert cpu_explicit_broadcasts(llama) == 0          # already swapped: nothing left to do
