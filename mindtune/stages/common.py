@@ -4,9 +4,8 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
-
 from mindtune.config import save_config
-from mindtune.data.sampler import EpochSampler, Sampler, make_sampler  # noqa: F401 - EpochSampler: stages import it here
+from mindtune.data.sampler import Sampler, make_sampler
 from mindtune.device import resolve_profile, setup_context
 from mindtune.engine import checkpoint as ckpt
 from mindtune.errors import ConfigError, DataError

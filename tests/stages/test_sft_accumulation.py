@@ -38,7 +38,8 @@ def config_file(tmp_path_factory):
 def micro_batch_label_counts(config_file, batch, steps, accum):
     from mindtune.config import load_config
     from mindtune.data.sft import load_sft
-    from mindtune.stages.common import EpochSampler, check_inputs
+    from mindtune.data.sampler import EpochSampler
+    from mindtune.stages.common import check_inputs
 
     cfg = load_config(str(config_file), [])
     resolved = check_inputs(cfg)[1]
