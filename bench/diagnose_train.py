@@ -42,6 +42,9 @@ VARIANTS = {
     "l8_recompute": dict(layers=8, recompute="full"),
     "l8_select": dict(layers=8, recompute="selective"),
     "l8_hidden": dict(layers=8, loss="hidden_mean"),
+    "l8_interop1": dict(layers=8, context={"inter_op_parallel_num": 1}),
+    "l8_opthreads1": dict(layers=8, op_threads=1),
+    "l8_dispatch1": dict(layers=8, dispatch_threads=1),
 }
 
 
@@ -81,6 +84,12 @@ def child(variant: dict, steps: int) -> dict:
     if v.get("context"):
         import mindspore as ms
         ms.set_context(**v["context"])
+    if v.get("op_threads"):       # threads inside one CPU kernel
+        import mindspore as ms
+        ms.device_context.cpu.op_tuning.threads_num(v["op_threads"])
+    if v.get("dispatch_threads"):  # the runtime's actor threads (5 by default)
+        import mindspore as ms
+        ms.runtime.dispatch_threads_num(v["dispatch_threads"])
     _, adapted = build_adapted(run)
     built = time.perf_counter() - started
     rng = np.random.default_rng(0)
