@@ -82,9 +82,10 @@ def mindspore_side():
           flush=True)
 
 
-def torch_side():
+def torch_side(threads):
     import torch
 
+    torch.set_num_threads(threads)   # a MindSpore parent leaves OMP_NUM_THREADS=1 in its children's environment
     torch.manual_seed(0)
     for k, n in SHAPES:
         x, w, dy = torch.randn(TOKENS, k), torch.randn(n, k), torch.randn(TOKENS, n)
@@ -111,13 +112,14 @@ def torch_side():
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ref-python", default=os.environ.get("REF_PYTHON", "/tmp/ref-venv/bin/python"))
+    p.add_argument("--threads", type=int, default=2, help="PyTorch's threads (the machine's cores)")
     p.add_argument("--runtime", choices=["default", "no_pipeline", "launch_blocking"], default="default",
                    help="MindSpore runtime setting for the MindSpore side (to look for the backward penalty's cause)")
     p.add_argument("--no-ref", action="store_true", help="MindSpore side only")
     p.add_argument("--side", choices=["mindspore", "torch"], help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.side == "torch":
-        torch_side()
+        torch_side(a.threads)
         return 0
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     from mindtune import shims
@@ -132,7 +134,7 @@ def main():
     if a.no_ref:
         pass
     elif os.path.exists(a.ref_python):
-        subprocess.run([a.ref_python, __file__, "--side", "torch"], check=True)
+        subprocess.run([a.ref_python, __file__, "--side", "torch", "--threads", str(a.threads)], check=True)
     else:
         print(f"no reference venv at {a.ref_python}: see bench/README.md to set it up")
     return 0
