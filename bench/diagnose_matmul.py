@@ -5,7 +5,8 @@
 Part 1: one float32 product per call (best of 7) for each of the model's weight shapes with 1024 tokens, in the
 three transpose layouts a training step uses (forward x @ W^T, input gradient dy @ W, weight gradient dy^T @ x).
 Part 2: six chained 1024 x 576 -> 1536 products (the output sliced back to 576 columns between them), timed
-forward only and forward + backward, so the backward products' cost is the difference. The same two parts run
+forward only and forward + backward, so the backward products' cost is the difference; in MindSpore once with
+the frozen weight Parameter fed to the product and once with a copy of it made in the graph. The same two parts run
 in PyTorch in the reference venv when it exists. Prints one line per measurement.
 """
 import argparse
@@ -60,8 +61,9 @@ def mindspore_side():
     k, n = SHAPES[0]
 
     class Chain(nn.Cell):
-        def __init__(self):
+        def __init__(self, copy_weight):
             super().__init__()
+            self.copy_weight = copy_weight
             self.matmul = ops.MatMul(transpose_b=True)
             self.weight = ms.Parameter(ms.Tensor(rng.standard_normal((n, k), dtype=np.float32) * 0.03),
                                        requires_grad=False)
@@ -69,17 +71,20 @@ def mindspore_side():
 
         def construct(self, x):
             h = x * self.scale
+            weight = ops.cast(self.weight, ms.float32) * 1.0 if self.copy_weight else self.weight
             for _ in range(CHAIN):
-                h = self.matmul(h, self.weight)[:, :k]
+                h = self.matmul(h, weight)[:, :k]
             return h.sum()
 
-    chain = Chain()
     x = ms.Tensor(rng.standard_normal((TOKENS, k), dtype=np.float32))
-    grad = ms.value_and_grad(chain, None, [chain.scale])
-    forward = best_of(lambda: float(chain(x)))
-    both = best_of(lambda: float(grad(x)[0]))
-    print(f"mindspore chain of {CHAIN}: forward {forward * 1e3:.1f} ms, backward {(both - forward) * 1e3:.1f} ms",
-          flush=True)
+    for copy_weight in (False, True):
+        chain = Chain(copy_weight)
+        grad = ms.value_and_grad(chain, None, [chain.scale])
+        forward = best_of(lambda: float(chain(x)))
+        both = best_of(lambda: float(grad(x)[0]))
+        weight = "a copy made in the graph" if copy_weight else "the Parameter"
+        print(f"mindspore chain of {CHAIN}, weight {weight}: forward {forward * 1e3:.1f} ms, "
+              f"backward {(both - forward) * 1e3:.1f} ms", flush=True)
 
 
 def torch_side(threads):
