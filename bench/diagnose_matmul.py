@@ -121,7 +121,7 @@ def main():
     p.add_argument("--runtime", choices=["default", "no_pipeline", "launch_blocking"], default="default",
                    help="MindSpore runtime setting for the MindSpore side (to look for the backward penalty's cause)")
     p.add_argument("--no-ref", action="store_true", help="MindSpore side only")
-    p.add_argument("--side", choices=["mindspore", "torch"], help=argparse.SUPPRESS)
+    p.add_argument("--side", choices=["torch"], help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.side == "torch":
         torch_side(a.threads)
@@ -137,11 +137,11 @@ def main():
     print(f"mindspore runtime: {a.runtime}")
     mindspore_side()
     if a.no_ref:
-        pass
-    elif os.path.exists(a.ref_python):
-        subprocess.run([a.ref_python, __file__, "--side", "torch", "--threads", str(a.threads)], check=True)
-    else:
+        return 0
+    if not os.path.exists(a.ref_python):
         print(f"no reference venv at {a.ref_python}: see bench/README.md to set it up")
+        return 0
+    subprocess.run([a.ref_python, __file__, "--side", "torch", "--threads", str(a.threads)], check=True)
     return 0
 
 

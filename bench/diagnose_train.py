@@ -81,14 +81,12 @@ def child(variant: dict, steps: int) -> dict:
     started = time.perf_counter()
     config = load_config(None, overrides)
     run = prepare_run(config, check_inputs(config, need_tokenizer=False))
+    import mindspore as ms
     if v.get("context"):
-        import mindspore as ms
         ms.set_context(**v["context"])
     if v.get("op_threads"):       # threads inside one CPU kernel
-        import mindspore as ms
         ms.device_context.cpu.op_tuning.threads_num(v["op_threads"])
     if v.get("dispatch_threads"):  # the runtime's actor threads (5 by default)
-        import mindspore as ms
         ms.runtime.dispatch_threads_num(v["dispatch_threads"])
     _, adapted = build_adapted(run)
     built = time.perf_counter() - started

@@ -110,8 +110,9 @@ def cpu_explicit_broadcasts(network) -> int:
             if isinstance(primitive, Primitive):
                 setattr(cell, name, BroadcastFirst(primitive))
                 swapped += 1
-        softmax = getattr(cell, "softmax", None) if type(cell).__name__ == "LLamaAttention" else None
-        if isinstance(softmax, Primitive) and softmax.axis in ((-1,), -1):
+        softmax = getattr(cell, "softmax", None)
+        # the bprop's formula sums over the last axis: swap only a last-axis Softmax
+        if type(cell).__name__ == "LLamaAttention" and isinstance(softmax, Primitive) and softmax.axis in ((-1,), -1):
             cell.softmax = SoftmaxBroadcastGrad(softmax)
             swapped += 1
     return swapped

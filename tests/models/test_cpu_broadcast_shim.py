@@ -1,19 +1,27 @@
 """mindtune.shims.cpu_explicit_broadcasts: on CPU every broadcasting primitive it names is swapped (the values are
 checked against numpy by test_llama_parity, which runs on the shimmed model)."""
+import pytest
+
 from mindtune.shims import _BROADCASTING
 
 
-def test_every_named_broadcasting_primitive_is_swapped_on_cpu():
-    from mindspore.ops.primitive import Primitive
-
+@pytest.fixture(scope="module")
+def llama():
+    """The tiny model as built for the CPU profile (build_llama applies the shim)."""
     from mindtune.device import resolve_profile, setup_context
     from mindtune.models.build import build_llama
     from mindtune.models.spec import get_preset
-    from mindtune.shims import cpu_explicit_broadcasts
 
     profile = resolve_profile("cpu")
     setup_context(profile)
-    llama = build_llama(get_preset("tiny"), profile, seq_length=16)
+    return build_llama(get_preset("tiny"), profile, seq_length=16)
+
+
+def test_every_named_broadcasting_primitive_is_swapped_on_cpu(llama):
+    from mindspore.ops.primitive import Primitive
+
+    from mindtune.shims import cpu_explicit_broadcasts
+
     seen = {}
     softmaxes = []
     for _, cell in llama.cells_and_names():
@@ -29,17 +37,11 @@ def test_every_named_broadcasting_primitive_is_swapped_on_cpu():
     assert cpu_explicit_broadcasts(llama) == 0          # already swapped: nothing left to do
 
 
-def test_the_attention_softmax_swap_keeps_values_and_gradients_bit_identical():
+def test_the_attention_softmax_swap_keeps_values_and_gradients_bit_identical(llama):
     import mindspore as ms
     import numpy as np
     from mindspore import nn, ops
 
-    from mindtune.device import resolve_profile, setup_context
-    from mindtune.models.build import build_llama
-    from mindtune.models.spec import get_preset
-
-    setup_context(resolve_profile("cpu"))
-    llama = build_llama(get_preset("tiny"), resolve_profile("cpu"), seq_length=16)
     swapped = next(cell.softmax for _, cell in llama.cells_and_names() if type(cell).__name__ == "LLamaAttention")
 
     class Weighted(nn.Cell):
