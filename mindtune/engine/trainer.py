@@ -58,7 +58,8 @@ class Trainer:
     def __init__(self, config, run_dir: str, task: TrainTask, profile, desc: str = "train", run=None):
         """run: the stage's `Run` (rank, world size, parallel mode); None for a single process."""
         import mindspore as ms
-        from mindformers.core.optim import AdamW
+
+        from mindtune.engine.optim import FusedAdamW
 
         self.ms = ms
         self.cfg = config.train
@@ -75,8 +76,8 @@ class Trainer:
         no_decay = [p for p in params if task.no_decay(p.name)]
         groups = [g for g in ({"params": decay, "weight_decay": self.cfg.weight_decay},
                               {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
-        self.optimizer = AdamW(groups, learning_rate=ms.Tensor(self.cfg.lr, ms.float32),
-                               betas=(self.cfg.adam_beta1, self.cfg.adam_beta2), eps=self.cfg.adam_eps)
+        self.optimizer = FusedAdamW(groups, learning_rate=ms.Tensor(self.cfg.lr, ms.float32),
+                                    betas=(self.cfg.adam_beta1, self.cfg.adam_beta2), eps=self.cfg.adam_eps)
         self.scaler = ms.amp.DynamicLossScaler(self.cfg.loss_scale if self.use_scaler else 1.0, 2,
                                                self.cfg.loss_scale_window)
         self._compile()

