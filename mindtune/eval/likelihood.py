@@ -25,7 +25,7 @@ class LogLikelihood:
             if self._length > self.spec.max_position:
                 raise ConfigError(f"{self.where}: a context and choice of {length} tokens exceed the model's "
                                   f"{self.spec.max_position} positions")
-            llama = build_llama(self.spec, self.profile, self._length, self.batch_size)
+            llama = build_llama(self.spec, self.profile, self._length, self.batch_size, initialise=False)
             load_weights(llama, self.weights, where=self.where)
             self._cell = _SequenceLogProb(CausalLM(llama))
             self._cell.set_train(False)

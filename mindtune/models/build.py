@@ -44,11 +44,22 @@ def llama_config(spec: ModelSpec, profile: DeviceProfile, seq_length: int, batch
     return LlamaConfig(**kwargs)
 
 
-def build_llama(spec: ModelSpec, profile: DeviceProfile, seq_length: int, batch_size: int = 1, parallel=None):
-    """A MindFormers LlamaForCausalLM, randomly initialised by MindFormers (load weights afterwards)."""
-    from mindformers.models.llama import LlamaForCausalLM
+def build_llama(spec: ModelSpec, profile: DeviceProfile, seq_length: int, batch_size: int = 1, parallel=None,
+                initialise: bool = True):
+    """A MindFormers LlamaForCausalLM, randomly initialised by MindFormers (load weights afterwards).
 
-    llama = LlamaForCausalLM(llama_config(spec, profile, seq_length, batch_size, parallel))
+    initialise=False skips that random initialisation (5 of the 6 s a SmolLM2 build takes on CPU) for a caller
+    that sets every parameter next (`load_weights`, strict); MindSpore initialises any parameter still unset when
+    the network first runs.
+    """
+    from mindformers.models.llama import LlamaForCausalLM
+    from mindspore.nn.utils import no_init_parameters
+
+    if initialise:
+        llama = LlamaForCausalLM(llama_config(spec, profile, seq_length, batch_size, parallel))
+    else:
+        with no_init_parameters():
+            llama = LlamaForCausalLM(llama_config(spec, profile, seq_length, batch_size, parallel))
     if profile.is_cpu:
         from mindtune.shims import cpu_explicit_broadcasts
         cpu_explicit_broadcasts(llama)

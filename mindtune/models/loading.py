@@ -72,6 +72,6 @@ def resolve_model(path: str, spec_overrides: Optional[dict] = None, tokenizer: O
 def build_causal_lm(resolved: ResolvedModel, profile, seq_length: int, seed: int, batch_size: int = 1,
                     parallel=None) -> CausalLM:
     """The MindFormers Llama for `resolved`, with its base weights loaded."""
-    llama = build_llama(resolved.spec, profile, seq_length, batch_size, parallel)
+    llama = build_llama(resolved.spec, profile, seq_length, batch_size, parallel, initialise=False)
     load_weights(llama, resolved.base_weights(seed), where=resolved.source)
     return CausalLM(llama)

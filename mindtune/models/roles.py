@@ -59,7 +59,7 @@ class BasePool:
 
     def causal_lm(self, resolved, shared: bool = True, seq_length: int = 0, batch_size: int = 0) -> CausalLM:
         llama = build_llama(resolved.spec, self.profile, seq_length or self.seq_length,
-                            batch_size or self.batch_size, self.parallel)
+                            batch_size or self.batch_size, self.parallel, initialise=False)
         key = self.key(resolved, self.seed)
         shared = shared and self.share
         if shared and key in self.bases:

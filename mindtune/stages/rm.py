@@ -186,12 +186,13 @@ def load_reward_model(path: str, profile, batch_size: int, seq_length: int = 0, 
 
         peft_cfg, _ = read_adapter(resolved)
         seed = model_dir.meta.get("base_seed", 0)
-        llama = build_llama(resolved.spec, profile, seq_length + peft.extra_positions(peft_cfg), batch_size)
+        llama = build_llama(resolved.spec, profile, seq_length + peft.extra_positions(peft_cfg), batch_size,
+                            initialise=False)
         load_weights(llama, resolved.base_weights(seed), where=model_dir.meta["base_model"])
         network = peft.apply_peft(CausalLM(llama), peft_cfg, resolved.spec, tokenizer=resolved.tokenizer,
                                   seed=seed, saved=weights, where=model_dir.path).network
     else:
-        llama = build_llama(resolved.spec, profile, seq_length, batch_size)
+        llama = build_llama(resolved.spec, profile, seq_length, batch_size, initialise=False)
         load_weights(llama, weights, where=model_dir.path)
         network = CausalLM(llama)
     head = ScoreHead(resolved.spec.hidden_size, name=stats.get("head", SCORE_HEAD))

@@ -19,8 +19,11 @@ def _causal_lm(spec, weights):
 
     profile = resolve_profile("cpu")
     setup_context(profile, graph_mode=True, seed=0)
-    llama = build_llama(spec, profile, seq_length=SEQ, batch_size=1)
+    # as the loaders build it: MindFormers' random initialisation skipped, every value set by load_weights
+    llama = build_llama(spec, profile, seq_length=SEQ, batch_size=1, initialise=False)
+    assert all(p.has_init for p in llama.get_parameters())
     load_weights(llama, weights)
+    assert not any(p.has_init for p in llama.get_parameters())
     return CausalLM(llama)
 
 
