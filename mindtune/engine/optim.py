@@ -6,19 +6,12 @@ from mindspore import ops
 _fused_step = ops.MultitypeFuncGraph("fused_adamw_step")
 
 
+# one body for both kinds of weight decay: a group's Tensor, or the ungrouped optimizer's Number
 @_fused_step.register("Function", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
                       "Tensor", "Tensor")
-def _fused_step_tensor_decay(kernel, beta1, beta2, eps, lr, decay_per_wd, weight_decay, param, gradient, exp_avg,
-                             exp_avg_sq):
-    kernel(param, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay * decay_per_wd,
-           ops.cast(gradient, param.dtype))
-    return True
-
-
 @_fused_step.register("Function", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Number", "Tensor", "Tensor",
                       "Tensor", "Tensor")
-def _fused_step_number_decay(kernel, beta1, beta2, eps, lr, decay_per_wd, weight_decay, param, gradient, exp_avg,
-                             exp_avg_sq):
+def _fused_step_fn(kernel, beta1, beta2, eps, lr, decay_per_wd, weight_decay, param, gradient, exp_avg, exp_avg_sq):
     kernel(param, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay * decay_per_wd,
            ops.cast(gradient, param.dtype))
     return True
