@@ -4,10 +4,10 @@
 
 Shapes follow ../shared/bench/ref_torch_smollm2.py: random token ids in [100, 40000), batch 4 x 256, labels on
 every next token, AdamW lr 1e-4, no clipping; LoRA r=8, alpha=16 on q/k/v/o. The first step (graph compile) is
-reported apart, and so is the time to the first finished step (imports, build, weight load, compile, run:
-what `mindtune train` makes a user wait); step time is the median of the following steps. The reference runs from its own virtual
-environment (REF_PYTHON, default /tmp/ref-venv/bin/python; set-up in ../shared/bench/README.md) right after
-mindtune, on the same machine, and the ratio of tokens/s is printed. Prints one JSON line.
+reported apart, and so is the time to the first finished step (imports, build, weight load, compile, run: what
+`mindtune train` makes a user wait); step time is the median of the following steps. The reference runs from its
+own virtual environment (REF_PYTHON, default /tmp/ref-venv/bin/python; set-up in ../shared/bench/README.md) right
+after mindtune, on the same machine, and the ratio of tokens/s is printed. Prints one JSON line.
 """
 import argparse
 import json
