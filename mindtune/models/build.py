@@ -52,14 +52,13 @@ def build_llama(spec: ModelSpec, profile: DeviceProfile, seq_length: int, batch_
     that sets every parameter next (`load_weights`, strict); MindSpore initialises any parameter still unset when
     the network first runs.
     """
+    import contextlib
+
     from mindformers.models.llama import LlamaForCausalLM
     from mindspore.nn.utils import no_init_parameters
 
-    if initialise:
+    with contextlib.nullcontext() if initialise else no_init_parameters():
         llama = LlamaForCausalLM(llama_config(spec, profile, seq_length, batch_size, parallel))
-    else:
-        with no_init_parameters():
-            llama = LlamaForCausalLM(llama_config(spec, profile, seq_length, batch_size, parallel))
     if profile.is_cpu:
         from mindtune.shims import cpu_explicit_broadcasts
         cpu_explicit_broadcasts(llama)
