@@ -1,4 +1,5 @@
-"""AdamW as one fused kernel per parameter: torch.optim.AdamW's update, with MindFormers' AdamW state layout."""
+"""The optimizer step's graph code: AdamW as one fused kernel per parameter (torch.optim.AdamW's update, with
+MindFormers' AdamW state layout), and gradient unscaling and clipping."""
 import mindspore as ms
 from mindformers.core.optim.adamw import AdamW   # the element-wise one (core.optim.AdamW is a factory)
 from mindspore import ops
@@ -57,3 +58,19 @@ class FusedAdamW(AdamW):
         return self.hyper_map(ops.partial(_fused_step, self.kernel, self.beta1, self.beta2, eps_t, lr_t, decay_per_wd,
                                           weight_decay),
                               self._parameters, gradients, self.exp_avg, self.exp_avg_sq)
+
+
+_hyper = ops.HyperMap()
+
+
+def unscale_and_clip(grads, inv_scale, max_norm, clip: bool):
+    """(grads * inv_scale, clipped to a global norm of max_norm if `clip`; whether all are finite; their norm)."""
+    grads = _hyper(ops.partial(ops.mul, inv_scale), grads)
+    finite = ms.amp.all_finite(grads)
+    norm = ops.sqrt(ops.addn(_hyper(_square_sum, grads)))
+    factor = ops.minimum(max_norm / (norm + 1e-6), 1.0) if clip else ops.ones_like(norm)
+    return _hyper(ops.partial(ops.mul, factor), grads), finite, norm
+
+
+def _square_sum(grad):
+    return (grad.astype("float32") ** 2).sum()

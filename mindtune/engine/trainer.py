@@ -84,6 +84,8 @@ class Trainer:
 
     # -- compiled pieces -------------------------------------------------------------------------------------
     def _compile(self):
+        from mindtune.engine.optim import unscale_and_clip
+
         ms, ops = self.ms, self.ms.ops
         loss_cell, params, optimizer = self.task.loss_cell, self.optimizer.parameters, self.optimizer
         hyper = ops.HyperMap()
@@ -107,22 +109,24 @@ class Trainer:
         def accumulate(total, grads):
             return hyper(ops.add, total, grads)
 
-        @ms.jit
-        def unscale_and_clip(grads, inv_scale, max_norm):
-            if reducer is not None:
-                grads = reducer(grads)
-            grads = hyper(ops.partial(ops.mul, inv_scale), grads)
-            finite = ms.amp.all_finite(grads)
-            norm = ops.sqrt(ops.addn(hyper(_square_sum, grads)))
-            factor = ops.minimum(max_norm / (norm + 1e-6), 1.0) if self.cfg.max_grad_norm > 0 else ops.ones_like(norm)
-            return hyper(ops.partial(ops.mul, factor), grads), finite, norm
+        clip = self.cfg.max_grad_norm > 0
+        scaler = self.scaler if self.use_scaler else None
 
+        # One graph per optimizer step after the gradients: reduce, unscale, check, clip, update and adjust the
+        # loss scale, with the overflow skip decided inside the graph (the host reads `finite` only to log it).
         # The lr goes in as an argument and is assigned inside the graph: Parameter.set_data from the host
         # between calls was not always seen by the compiled optimizer (mindspore 2.9.0, CPU).
         @ms.jit
-        def apply(grads, lr):
-            ops.assign(optimizer.learning_rate, lr)
-            return optimizer(grads)
+        def update(grads, inv_scale, max_norm, lr):
+            if reducer is not None:
+                grads = reducer(grads)
+            grads, finite, norm = unscale_and_clip(grads, inv_scale, max_norm, clip)
+            if finite:
+                ops.assign(optimizer.learning_rate, lr)
+                optimizer(grads)
+            if scaler is not None:
+                scaler.adjust(finite)
+            return finite, norm
 
         @ms.jit
         def evaluate(*batch):
@@ -136,7 +140,7 @@ class Trainer:
 
         self._global_sum = global_sum if all_reduce is not None else None
         self._forward_backward, self._accumulate = forward_backward, accumulate
-        self._unscale_and_clip, self._apply, self._evaluate = unscale_and_clip, apply, evaluate
+        self._update, self._evaluate = update, evaluate
 
     def _tensors(self, batch):
         return tuple(self.ms.Tensor(np.asarray(x)) for x in batch)
@@ -247,14 +251,10 @@ class Trainer:
                     losses.append(float(loss.asnumpy()))
                     auxes.append(aux)
                 inv = ms.Tensor(1.0 / scale_value, ms.float32)
-                grads, finite, norm = self._unscale_and_clip(ms.mutable(total), inv, max_norm)
+                finite, norm = self._update(ms.mutable(total), inv, max_norm, ms.Tensor(lr, ms.float32))
                 finite = bool(finite.asnumpy())
-                if finite:
-                    self._apply(ms.mutable(grads), ms.Tensor(lr, ms.float32))
-                else:
+                if not finite:
                     summary["skipped_steps"] += 1
-                if self.use_scaler:
-                    self.scaler.adjust(ms.Tensor(finite))
                 # the step's loss: every micro-batch (and rank) weighted as its gradient was
                 loss_value = self.sum_over_ranks(sum(w * l for w, l in zip(weights, losses))) / self.world
                 elapsed = time.perf_counter() - began
@@ -325,7 +325,3 @@ def check_fingerprint(saved: dict, now: dict, path: str, allow_changes: bool = F
         raise ConfigError(f"train.resume: the checkpoint {path} was made by a different run: {shown}"
                           f"{' and more' if len(changed) > 4 else ''}; use another output_dir, or set "
                           "train.resume_changed=true to continue anyway")
-
-
-def _square_sum(grad):
-    return (grad.astype("float32") ** 2).sum()

@@ -69,7 +69,26 @@ def test_first_adam_step_moves_each_weight_by_the_learning_rate(toy_setup, tmp_p
     np.testing.assert_allclose(np.abs(w1 - w0), 0.05, rtol=1e-4)
 
 
-def test_clipping_scales_gradients_to_the_global_norm(toy_setup, tmp_path):
+def test_clipping_scales_gradients_to_the_global_norm(toy_setup):
+    import mindspore as ms
+
+    from mindtune.engine.optim import unscale_and_clip
+
+    @ms.jit
+    def clip(grads, inv_scale):
+        return unscale_and_clip(grads, inv_scale, ms.Tensor(1.0, ms.float32), True)
+
+    grads = (ms.Tensor(np.array([3.0, 0.0, 4.0], np.float32)),)   # norm 5
+    clipped, finite, norm = clip(ms.mutable(grads), ms.Tensor(0.5, ms.float32))
+    assert bool(finite.asnumpy()) and float(norm.asnumpy()) == pytest.approx(2.5)  # unscaled by 0.5 first
+    np.testing.assert_allclose(clipped[0].asnumpy(), np.array([0.6, 0.0, 0.8]) / (1 + 4e-7), rtol=1e-5)
+    bad = (ms.Tensor(np.array([np.inf, 0.0, 1.0], np.float32)),)
+    _, finite, _ = clip(ms.mutable(bad), ms.Tensor(1.0, ms.float32))
+    assert not bool(finite.asnumpy())
+
+
+def test_the_update_graph_skips_a_non_finite_step_and_applies_a_finite_one(toy_setup, tmp_path):
+    """The overflow skip is decided inside the compiled update: weights, moments and step count stay as they were."""
     import mindspore as ms
 
     from mindtune.config import load_config
@@ -77,17 +96,23 @@ def test_clipping_scales_gradients_to_the_global_norm(toy_setup, tmp_path):
 
     profile, Toy, x, y = toy_setup
     cell = Toy()
-    cfg = load_config(None, ["train.max_grad_norm=1.0"])
+    cfg = load_config(None, ["train.lr=0.05"])
     tmp_path.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(cfg, str(tmp_path), TrainTask(cell, ("rows",), [cell.w], lambda k: (x, y)), profile)
-    grads = (ms.Tensor(np.array([3.0, 0.0, 4.0], np.float32)),)   # norm 5
-    clipped, finite, norm = trainer._unscale_and_clip(ms.mutable(grads), ms.Tensor(0.5, ms.float32),
-                                                      ms.Tensor(1.0, ms.float32))
-    assert bool(finite.asnumpy()) and float(norm.asnumpy()) == pytest.approx(2.5)  # unscaled by 0.5 first
-    np.testing.assert_allclose(clipped[0].asnumpy(), np.array([0.6, 0.0, 0.8]) / (1 + 4e-7), rtol=1e-5)
-    bad = (ms.Tensor(np.array([np.inf, 0.0, 1.0], np.float32)),)
-    _, finite, _ = trainer._unscale_and_clip(ms.mutable(bad), ms.Tensor(1.0, ms.float32), ms.Tensor(1.0, ms.float32))
+    before = {name: value.copy() for name, value in trainer.state_tensors().items()}   # asnumpy may share memory
+    one, lr = ms.Tensor(1.0, ms.float32), ms.Tensor(0.05, ms.float32)
+    bad = (ms.Tensor(np.array([np.nan, 1.0, -1.0], np.float32)),)
+    finite, _ = trainer._update(ms.mutable(bad), one, one, lr)
     assert not bool(finite.asnumpy())
+    after = trainer.state_tensors()
+    for name, value in before.items():
+        np.testing.assert_array_equal(after[name], value, err_msg=name)
+    good = (ms.Tensor(np.array([1.0, -1.0, 0.0], np.float32)),)
+    finite, norm = trainer._update(ms.mutable(good), one, ms.Tensor(10.0, ms.float32), lr)
+    assert bool(finite.asnumpy()) and float(norm.asnumpy()) == pytest.approx(np.sqrt(2))
+    # the first AdamW step moves a weight by lr * sign(grad) (and not at all where the gradient is 0)
+    np.testing.assert_allclose(cell.w.asnumpy() - before["toy.w"], [-0.05, 0.05, 0.0], atol=1e-6)
+    assert int(trainer.state_tensors()["optimizer/global_step"]) == int(before["optimizer/global_step"]) + 1
 
 
 @pytest.fixture(scope="module")
