@@ -52,7 +52,7 @@ def test_held_out_exact_match_rises_from_zero(short_demo):
     run, stdout = short_demo
     rows = [r for r in read_metrics(os.path.join(run, "metrics.jsonl")) if "eval_exact_match" in r]
     # cut to 150 steps (its cosine schedule ends sooner) the copy is only half learnt: exact match about 0.15-0.45
-    # and ROUGE-L (on letters and dashes) about 0.45 -> 0.8; the full 250-step demo reaches 1.0 (slow test)
+    # and ROUGE-L (on letters and dashes) about 0.45 -> 0.8; the full 350-step demo reaches 1.0 (slow test)
     assert start_metric(stdout) <= 0.05 and rows[-1]["eval_exact_match"] >= 0.1, rows
     assert rows[-1]["eval_rougeL"] >= start_metric(stdout, "rougeL") + 0.25, rows
     assert re.search(r"held-out exact match: [0-9.]+% -> [0-9.]+% in \d+ s", stdout)
