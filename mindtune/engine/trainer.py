@@ -120,7 +120,7 @@ class Trainer:
         def update(grads, inv_scale, max_norm, lr):
             if reducer is not None:
                 grads = reducer(grads)
-            grads, finite, norm = unscale_and_clip(grads, inv_scale, max_norm, clip)
+            grads, finite, norm = unscale_and_clip(grads, inv_scale, max_norm, clip, scaler is not None)
             if finite:
                 ops.assign(optimizer.learning_rate, lr)
                 optimizer(grads)

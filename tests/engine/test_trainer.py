@@ -87,6 +87,29 @@ def test_clipping_scales_gradients_to_the_global_norm(toy_setup):
     assert not bool(finite.asnumpy())
 
 
+def test_global_norm_and_finiteness_over_tensors_of_every_rank(toy_setup):
+    import mindspore as ms
+
+    from mindtune.engine.optim import unscale_and_clip
+
+    @ms.jit
+    def norm_only(grads):   # neither unscaled nor clipped: the gradients come back as they went in
+        return unscale_and_clip(grads, ms.Tensor(1.0, ms.float32), ms.Tensor(1.0, ms.float32), False, False)
+
+    rng = np.random.default_rng(3)
+    arrays = [rng.standard_normal(shape).astype(np.float32) for shape in ((), (5,), (4, 3), (2, 3, 4))]
+    grads, finite, norm = norm_only(ms.mutable(tuple(ms.Tensor(a) for a in arrays)))
+    expected = np.sqrt(sum(float((a.astype(np.float64) ** 2).sum()) for a in arrays))
+    assert bool(finite.asnumpy()) and float(norm.asnumpy()) == pytest.approx(expected, rel=1e-6)
+    for got, want in zip(grads, arrays):
+        np.testing.assert_array_equal(got.asnumpy(), want)
+    for bad in (np.inf, -np.inf, np.nan):
+        broken = [a.copy() for a in arrays]
+        broken[3][1, 2, 0] = bad
+        _, finite, _ = norm_only(ms.mutable(tuple(ms.Tensor(a) for a in broken)))
+        assert not bool(finite.asnumpy()), bad
+
+
 def test_the_update_graph_skips_a_non_finite_step_and_applies_a_finite_one(toy_setup, tmp_path):
     """The overflow skip is decided inside the compiled update: weights, moments and step count stay as they were."""
     import mindspore as ms
