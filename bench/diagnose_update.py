@@ -1,6 +1,6 @@
-"""The optimizer step after the gradients, as the engine compiles it (one graph: unscale, clip, the overflow skip,
-AdamW) vs as it did before (two graphs, unscale + clip and then AdamW, the host reading the overflow flag
-between them), on SmolLM2-135M's trainable parameter shapes with random gradients.
+"""The optimizer step after the gradients: the engine's own (`Trainer._update`, one graph: unscale, clip, the
+overflow skip, AdamW) vs as it was before (two graphs, unscale + clip and then AdamW, the host reading the overflow
+flag between them), on SmolLM2-135M's trainable parameter shapes with random gradients.
 
     python bench/diagnose_update.py [--what lora|full] [--rounds 3]
 
@@ -26,30 +26,32 @@ def parameter_shapes(what: str) -> list:
 
 
 def run_variant(variant: str, what: str):
+    import tempfile
+
     import numpy as np
     import mindspore as ms
-    from mindspore import ops
+    from mindspore import nn, ops
 
-    from mindtune.engine.optim import FusedAdamW, unscale_and_clip
+    from mindtune.config import load_config
+    from mindtune.device import resolve_profile, setup_context
+    from mindtune.engine.optim import unscale_and_clip
+    from mindtune.engine.trainer import Trainer, TrainTask
 
-    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
+    profile = resolve_profile()
+    setup_context(profile, graph_mode=True, seed=0)
     rng = np.random.default_rng(0)
     shapes = parameter_shapes(what)
     params = [ms.Parameter(ms.Tensor(rng.standard_normal(s, np.float32) * 0.01), name=f"p{i}")
               for i, s in enumerate(shapes)]
-    optimizer = FusedAdamW([{"params": params, "weight_decay": 0.0}], learning_rate=ms.Tensor(1e-4, ms.float32),
-                           betas=(0.9, 0.999), eps=1e-8)
+    # the engine's own update graph (train.max_grad_norm 1.0: clipped; fp32 on CPU: no loss scaling); its loss cell
+    # is never run here
+    config = load_config(None, ["train.lr=1e-4", "train.max_grad_norm=1.0"])
+    trainer = Trainer(config, tempfile.mkdtemp(), TrainTask(nn.Identity(), (), params, None), profile)
+    optimizer = trainer.optimizer
     grads = ms.mutable(tuple(ms.Tensor(rng.standard_normal(s, np.float32)) for s in shapes))
     one, lr = ms.Tensor(1.0, ms.float32), ms.Tensor(1e-4, ms.float32)
 
-    @ms.jit
-    def update(grads, inv_scale, max_norm, lr):
-        grads, finite, norm = unscale_and_clip(grads, inv_scale, max_norm, True, False)
-        if finite:
-            ops.assign(optimizer.learning_rate, lr)
-            optimizer(grads)
-        return finite, norm
-
+    # the engine before: two graphs, the host deciding between them
     @ms.jit
     def clip(grads, inv_scale, max_norm):
         return unscale_and_clip(grads, inv_scale, max_norm, True, False)
@@ -60,7 +62,7 @@ def run_variant(variant: str, what: str):
         return optimizer(grads)
 
     def one_graph():
-        finite, _ = update(grads, one, one, lr)
+        finite, _ = trainer._update(grads, one, one, lr)
         bool(finite.asnumpy())
 
     def two_graphs():
