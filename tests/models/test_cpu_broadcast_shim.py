@@ -1,4 +1,5 @@
-"""mindtune.shims.cpu_explicit_broadcasts: on CPU every broadcasting primitive it names is swapped (the values are
+"""mindtune.shims.cpu_explicit_broadcasts: on CPU every broadcasting primitive it names is swapped, RMSNorm's mean
+is taken on a 2-D view, and values and gradients stay those of the unshimmed cells (the whole model's values are also
 checked against numpy by test_llama_parity, which runs on the shimmed model)."""
 import pytest
 
@@ -23,10 +24,12 @@ def test_every_named_broadcasting_primitive_is_swapped_on_cpu(llama):
     from mindtune.shims import cpu_explicit_broadcasts
 
     seen = {}
-    softmaxes = []
+    softmaxes, means = [], []
     for _, cell in llama.cells_and_names():
         if type(cell).__name__ == "LLamaAttention":
             softmaxes.append(type(cell.softmax).__name__)
+        if type(cell).__name__ == "LlamaRMSNorm":
+            means.append(type(cell.mean).__name__)
         for name in _BROADCASTING.get(type(cell).__name__, ()):
             if hasattr(cell, name):
                 seen[type(cell).__name__] = seen.get(type(cell).__name__, 0) + 1
@@ -34,10 +37,11 @@ def test_every_named_broadcasting_primitive_is_swapped_on_cpu(llama):
     # 2 layers: the attention mask add; 5 RMSNorms (2 per layer and the final one) x 2; 2 rotary embeddings x 3
     assert seen == {"LLamaAttention": 2, "LlamaRMSNorm": 10, "RotaryEmbedding": 6}
     assert softmaxes == ["SoftmaxBroadcastGrad"] * 2
+    assert means == ["RowMean"] * 5
     assert cpu_explicit_broadcasts(llama) == 0          # already swapped: nothing left to do
 
 
-def test_the_attention_softmax_swap_keeps_values_and_gradients_bit_identical(llama):
+def test_the_attention_softmax_swap_keeps_values_and_gradients(llama):
     import mindspore as ms
     import numpy as np
     from mindspore import nn, ops
@@ -58,5 +62,47 @@ def test_the_attention_softmax_swap_keeps_values_and_gradients_bit_identical(lla
     want = ms.grad(Weighted(ops.Softmax()))(x, w).asnumpy()
     got = ms.grad(Weighted(swapped))(x, w).asnumpy()
     assert np.abs(want).max() > 0.1
-    assert np.array_equal(got, want), np.abs(got - want).max()
+    # the column sum runs on a 2-D view, in another order than SoftmaxGrad's: equal up to float32 rounding
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     assert np.array_equal(swapped(x).asnumpy(), ops.Softmax()(x).asnumpy())
+
+
+def test_the_rmsnorm_swaps_keep_values_and_gradients(llama):
+    """The shimmed RMSNorm (2-D-view mean, 2-D-view scalings) against a fresh unshimmed one with the same weight:
+    output, input gradient and weight gradient."""
+    import mindspore as ms
+    import numpy as np
+    from mindformers.models.llama.llama_layer import LlamaRMSNorm
+    from mindspore import nn
+
+    class Weighted(nn.Cell):
+        def __init__(self, norm):
+            super().__init__()
+            self.norm = norm
+
+        def construct(self, x, w):
+            return (self.norm(x) * w).sum()
+
+    shimmed = next(cell for _, cell in llama.cells_and_names() if type(cell).__name__ == "LlamaRMSNorm")
+    width = shimmed.weight.shape[0]
+    plain = LlamaRMSNorm(width, shimmed.eps, fused_kernel=False)
+    rng = np.random.RandomState(1)
+    weight = rng.randn(width).astype(np.float32)
+    plain.weight.set_data(ms.Tensor(weight))
+    x = ms.Tensor(rng.randn(2, 5, width).astype(np.float32) * 2)
+    w = ms.Tensor(rng.randn(2, 5, width).astype(np.float32))
+    saved = shimmed.weight.asnumpy().copy()
+    shimmed.weight.set_data(ms.Tensor(weight))
+    try:
+        for norm in (shimmed, plain):
+            assert norm.self_define
+        want = plain(x).asnumpy()
+        got = shimmed(x).asnumpy()
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+        grads = [ms.grad(Weighted(norm), grad_position=0, weights=norm.weight)(x, w) for norm in (shimmed, plain)]
+        (got_dx, got_dw), (want_dx, want_dw) = grads
+        assert np.abs(want_dx.asnumpy()).max() > 0.1
+        np.testing.assert_allclose(got_dx.asnumpy(), want_dx.asnumpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got_dw.asnumpy(), want_dw.asnumpy(), rtol=1e-5, atol=1e-6)
+    finally:
+        shimmed.weight.set_data(ms.Tensor(saved))
