@@ -31,6 +31,6 @@ setup(
         "nltk",
         "jieba",
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={"test": ["pytest", "pytest-xdist"]},
     entry_points={"console_scripts": ["mindtune=mindtune.cli:main"]},
 )
