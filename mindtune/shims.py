@@ -71,16 +71,17 @@ def cpu_explicit_broadcasts(network) -> int:
     Shim: swap those primitives on MindFormers' cells for a cell that broadcasts the smaller operand with
     BroadcastTo first and then applies the same primitive to equal shapes: the same values, bit for bit. The
     attention softmax's gradient, out * (dout - sum(out * dout)), subtracts a [B,H,T,1] column from [B,H,T,T]: its
-    Softmax is swapped for a cell whose bprop is that formula with the column broadcast first (bit-identical
-    gradients; measured on ten [16,4096,256] softmaxes: 3.9 GB -> 1.4 GB held).
+    Softmax is swapped for a cell whose bprop is that formula with the column broadcast first (measured on ten
+    [16,4096,256] softmaxes: 3.9 GB -> 1.4 GB held).
 
-    Also mindspore 2.9.0, CPU: a last-axis ReduceSum/ReduceMean of a 3-D or 4-D tensor runs 2-10x slower than the
-    same reduction of its 2-D [rows, last] view (sum of [4,9,256,256] over the last axis: 11.6 vs 2.8 ms; mean of
-    [4,256,576]: 5.3 vs 2.6 ms; `bench/diagnose_reduce.py`).
+    Also mindspore 2.9.0, CPU: a last-axis ReduceSum/ReduceMean of a 3-D or 4-D tensor runs 2-8x slower than the
+    same reduction of its 2-D [rows, last] view (sum of [4,9,256,256] over the last axis: 11.2 vs 1.5 ms; mean of
+    [4,256,576]: 3.6 vs 0.6 ms; `bench/diagnose_reduce.py`).
     Those reductions are RMSNorm's mean of squares, the gradient of its [B,T,1] scaling (BroadcastTo's gradient
     sums over the broadcast axis) and the softmax gradient's column, in every layer. The swapped cells therefore
     work on 2-D views where the small operand is a last-axis column or a last-axis row, and RMSNorm's mean is taken
-    on a 2-D view: the same values (reshapes only).
+    on a 2-D view: the same values up to float32 summation order (reshapes only; tested to 1e-5 against the
+    unshimmed cells).
     CPU profile only. Returns the number of primitives swapped.
     """
     from mindspore import nn, ops
