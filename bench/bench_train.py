@@ -115,11 +115,13 @@ def main():
         for what in a.what.split(","):
             argv = [sys.executable, __file__, "--model", a.model, "--gguf", a.gguf, "--what", what, "--seq",
                     str(a.seq), "--bs", str(a.bs), "--steps", str(a.steps)]
-            part = json.loads(subprocess.run(argv, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+            # the child's stderr (progress, errors) passes through; its last stdout line is its JSON result
+            out = subprocess.run(argv, check=True, stdout=subprocess.PIPE, text=True).stdout
+            part = json.loads(out.splitlines()[-1])
             for key, value in part.items():
                 merged.setdefault(key, {}).update(value) if isinstance(value, dict) else merged.update({key: value})
         merged["matmul_gflops"] = json.loads(subprocess.run([sys.executable, os.path.join(HERE, "diagnose_train.py"),
-                                                             "--only", "matmul"], check=True, capture_output=True,
+                                                             "--only", "matmul"], check=True, stdout=subprocess.PIPE,
                                                             text=True).stdout.splitlines()[-1])
         print_table(merged)
         print(json.dumps(merged))
