@@ -160,4 +160,3 @@ def cpu_explicit_broadcasts(network) -> int:
             cell.softmax = SoftmaxBroadcastGrad(softmax)
             swapped += 1
     return swapped
-
