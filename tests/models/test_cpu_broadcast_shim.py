@@ -18,6 +18,22 @@ def llama():
     return build_llama(get_preset("tiny"), profile, seq_length=16)
 
 
+@pytest.fixture(scope="module")
+def weighted():
+    """weighted(cell)(x, w) = (cell(x) * w).sum(): its gradient in x is the cell's backward applied to w."""
+    from mindspore import nn
+
+    class Weighted(nn.Cell):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def construct(self, x, w):
+            return (self.inner(x) * w).sum()
+
+    return Weighted
+
+
 def test_every_named_broadcasting_primitive_is_swapped_on_cpu(llama):
     from mindspore.ops.primitive import Primitive
 
@@ -41,47 +57,30 @@ def test_every_named_broadcasting_primitive_is_swapped_on_cpu(llama):
     assert cpu_explicit_broadcasts(llama) == 0          # already swapped: nothing left to do
 
 
-def test_the_attention_softmax_swap_keeps_values_and_gradients(llama):
+def test_the_attention_softmax_swap_keeps_values_and_gradients(llama, weighted):
     import mindspore as ms
     import numpy as np
-    from mindspore import nn, ops
+    from mindspore import ops
 
     swapped = next(cell.softmax for _, cell in llama.cells_and_names() if type(cell).__name__ == "LLamaAttention")
-
-    class Weighted(nn.Cell):
-        def __init__(self, softmax):
-            super().__init__()
-            self.softmax = softmax
-
-        def construct(self, x, w):
-            return (self.softmax(x) * w).sum()
 
     rng = np.random.RandomState(0)
     x = ms.Tensor(rng.randn(2, 3, 16, 16).astype(np.float32) * 3)
     w = ms.Tensor(rng.randn(2, 3, 16, 16).astype(np.float32))
-    want = ms.grad(Weighted(ops.Softmax()))(x, w).asnumpy()
-    got = ms.grad(Weighted(swapped))(x, w).asnumpy()
+    want = ms.grad(weighted(ops.Softmax()))(x, w).asnumpy()
+    got = ms.grad(weighted(swapped))(x, w).asnumpy()
     assert np.abs(want).max() > 0.1
     # the column sum runs on a 2-D view, in another order than SoftmaxGrad's: equal up to float32 rounding
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     assert np.array_equal(swapped(x).asnumpy(), ops.Softmax()(x).asnumpy())
 
 
-def test_the_rmsnorm_swaps_keep_values_and_gradients(llama):
+def test_the_rmsnorm_swaps_keep_values_and_gradients(llama, weighted):
     """The shimmed RMSNorm (2-D-view mean, 2-D-view scalings) against a fresh unshimmed one with the same weight:
     output, input gradient and weight gradient."""
     import mindspore as ms
     import numpy as np
     from mindformers.models.llama.llama_layer import LlamaRMSNorm
-    from mindspore import nn
-
-    class Weighted(nn.Cell):
-        def __init__(self, norm):
-            super().__init__()
-            self.norm = norm
-
-        def construct(self, x, w):
-            return (self.norm(x) * w).sum()
 
     shimmed = next(cell for _, cell in llama.cells_and_names() if type(cell).__name__ == "LlamaRMSNorm")
     width = shimmed.weight.shape[0]
@@ -99,7 +98,7 @@ def test_the_rmsnorm_swaps_keep_values_and_gradients(llama):
         want = plain(x).asnumpy()
         got = shimmed(x).asnumpy()
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
-        grads = [ms.grad(Weighted(norm), grad_position=0, weights=norm.weight)(x, w) for norm in (shimmed, plain)]
+        grads = [ms.grad(weighted(norm), grad_position=0, weights=norm.weight)(x, w) for norm in (shimmed, plain)]
         (got_dx, got_dw), (want_dx, want_dw) = grads
         assert np.abs(want_dx.asnumpy()).max() > 0.1
         np.testing.assert_allclose(got_dx.asnumpy(), want_dx.asnumpy(), rtol=1e-5, atol=1e-6)
