@@ -1,11 +1,14 @@
 """Generate the shipped PPO pipeline data for the tiny model (seeded; `python tests/ppo/make_ppo_data.py` rewrites
-them, and tests/ppo/test_ppo_data.py checks the shipped files match).
+them, and tests/ppo/test_pipeline_files.py checks the shipped files match).
 
 ppo_keyword_sft.jsonl      SFT rows: a prompt and a few words, half of the answers containing "capital" (the word
                            the rm_keyword_* reward model prefers), so the SFT policy says it about half the time.
 ppo_keyword_prompts*.jsonl PPO prompt rows (train / held out) of the same shape.
-ppo_bluebird_prompts*.jsonl (SmolLM2) the prompts of the rm_bluebird_* preference sets (train / held out), for PPO
-                           against the bluebird reward model.
+ppo_bluebird_prompts*.jsonl (SmolLM2) prompts for PPO against the bluebird reward model: "name a bird that is blue
+                           or <colour>" in five phrasings. SmolLM2-135M-Instruct names a blue bird in about
+                           half its samples, so the behaviour the reward model prefers is sampled and can be
+                           reinforced (the rm_bluebird_* prompts, about fruit and capitals, almost never drew a
+                           bird). The held-out prompts are other combinations of the same questions and colours.
 """
 import json
 import os
@@ -29,20 +32,25 @@ def prompt_rows(n: int, rng: random.Random) -> list:
     return [{"prompt": f"Write a few words about {rng.choice(TOPICS)}."} for _ in range(n)]
 
 
-def bluebird_prompts(split: str, n: int) -> list:
-    seen = []
-    with open(os.path.join(ASSETS, f"rm_bluebird_{split}.jsonl"), encoding="utf-8") as f:
-        for line in f:
-            prompt = json.loads(line)["prompt"]
-            if prompt not in seen:
-                seen.append(prompt)
-    return [{"prompt": p} for p in seen[:n]]
+BIRD_QUESTIONS = ["Name a bird that is {} or {}.", "Name a bird that is {} or {} and say one thing about it.",
+                  "Which bird has {} or {} feathers?", "Tell me about a bird that is {} or {}.",
+                  "What is a {} or {} bird called?"]
+OTHER_COLOURS = ["red", "yellow", "black", "green", "white", "brown", "orange", "gray", "pink", "purple"]
+
+
+def bluebird_prompts(rng: random.Random) -> tuple:
+    """Every question, with blue first and with blue second, for each other colour: 100 prompts, shuffled, split
+    64 for training and 36 held out (same questions and colours, other combinations)."""
+    prompts = [q.format(*pair) for q in BIRD_QUESTIONS for c in OTHER_COLOURS for pair in (("blue", c), (c, "blue"))]
+    rng.shuffle(prompts)
+    rows = [{"prompt": p} for p in prompts]
+    return rows[:64], rows[64:]
 
 
 def all_sets() -> dict:
     rng = random.Random(11)
-    return {"ppo_bluebird_prompts.jsonl": bluebird_prompts("train", 64),
-            "ppo_bluebird_prompts_eval.jsonl": bluebird_prompts("eval", 16),
+    bluebird_train, bluebird_eval = bluebird_prompts(random.Random(3))
+    return {"ppo_bluebird_prompts.jsonl": bluebird_train, "ppo_bluebird_prompts_eval.jsonl": bluebird_eval,
             "ppo_keyword_sft.jsonl": sft_rows(400, rng), "ppo_keyword_prompts.jsonl": prompt_rows(64, rng),
             "ppo_keyword_prompts_eval.jsonl": prompt_rows(16, rng)}
 
