@@ -10,13 +10,12 @@ ppo_bluebird_prompts*.jsonl (SmolLM2) prompts for PPO against the bluebird rewar
                            reinforced (the rm_bluebird_* prompts, about fruit and capitals, almost never drew a
                            bird). The held-out prompts are other combinations of the same questions and colours.
 """
-import json
 import os
 import random
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
-from tests.rm.make_rm_data import ASSETS, DECOYS, TOPICS, WORDS, write  # noqa: E402
+from tests.rm.make_rm_data import ASSETS, DECOYS, TOPICS, WORDS, write  # noqa: E402,F401 (tests read ASSETS)
 
 
 def sft_rows(n: int, rng: random.Random) -> list:
