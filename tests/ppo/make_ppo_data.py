@@ -15,7 +15,7 @@ import random
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
-from tests.rm.make_rm_data import ASSETS, DECOYS, TOPICS, WORDS, write  # noqa: E402,F401 (tests read ASSETS)
+from tests.rm.make_rm_data import DECOYS, TOPICS, WORDS, write  # noqa: E402
 
 
 def sft_rows(n: int, rng: random.Random) -> list:

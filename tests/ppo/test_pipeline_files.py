@@ -9,12 +9,13 @@ from mindtune.stages import pipeline
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(REPO, "tests", "ppo"))
 import make_ppo_data  # noqa: E402
+from tests.rm.make_rm_data import ASSETS  # noqa: E402
 
 
 def test_shipped_sets_are_what_the_generator_writes(tmp_path):
     for name, rows in make_ppo_data.all_sets().items():
         make_ppo_data.write(name, rows, str(tmp_path))
-        with open(os.path.join(make_ppo_data.ASSETS, name), encoding="utf-8") as shipped:
+        with open(os.path.join(ASSETS, name), encoding="utf-8") as shipped:
             assert shipped.read() == (tmp_path / name).read_text(), name
     outputs = [r["output"].split() for r in make_ppo_data.all_sets()["ppo_keyword_sft.jsonl"]]
     share = sum("capital" in words for words in outputs) / len(outputs)

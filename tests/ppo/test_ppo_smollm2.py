@@ -4,7 +4,7 @@ starting model. The prompts ask for a bird that is blue or another colour, so th
 in about half of its samples and PPO can reinforce it (held out: other combinations of the same questions and
 colours). Measured: +1.0 to +2.0 over two seeds and a retrained reward model (docs/ppo.md); the test asks for +0.5.
 
-    pytest -m slow tests/ppo/test_ppo_smollm2.py       (RM ~6 min + PPO 4 iterations ~12 min on 2 CPU cores)
+    pytest -m slow tests/ppo/test_ppo_smollm2.py       (RM ~11 min + PPO 4 iterations ~11 min on 2 CPU cores)
 Uses runs/smollm2-rm-lora when it exists (`mindtune train run_configs/smollm2-135m/rm_lora.yaml`), else trains it.
 """
 import json
