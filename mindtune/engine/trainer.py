@@ -13,6 +13,7 @@ from typing import Callable, Iterable, Optional, Sequence
 import numpy as np
 
 from mindtune.engine import checkpoint as ckpt
+from mindtune.engine import compile_cache
 from mindtune.engine.faults import maybe_kill
 from mindtune.engine.metrics import MetricsLog, progress_bar
 from mindtune.engine.schedule import learning_rate
@@ -80,10 +81,12 @@ class Trainer:
                                     betas=(self.cfg.adam_beta1, self.cfg.adam_beta2), eps=self.cfg.adam_eps)
         self.scaler = ms.amp.DynamicLossScaler(self.cfg.loss_scale if self.use_scaler else 1.0, 2,
                                                self.cfg.loss_scale_window)
+        self.compile_cache = compile_cache.for_run(config, self.rank) if self.cfg.graph_mode else None
         self._compile()
 
     # -- compiled pieces -------------------------------------------------------------------------------------
     def _compile(self):
+        from mindtune.engine.graph import CompiledFunction
         from mindtune.engine.optim import unscale_and_clip
 
         ms, ops = self.ms, self.ms.ops
@@ -100,12 +103,10 @@ class Trainer:
 
         # Tensors inside a tuple argument are compile-time constants to ms.jit (a new graph per call): batches
         # go in as separate arguments, gradient tuples wrapped in ms.mutable.
-        @ms.jit
         def forward_backward(scale, *batch):
             (_, loss, aux), grads = grad_fn(scale, batch)
             return loss, aux, grads
 
-        @ms.jit
         def accumulate(total, grads):
             return hyper(ops.add, total, grads)
 
@@ -116,7 +117,6 @@ class Trainer:
         # loss scale, with the overflow skip decided inside the graph (the host reads `finite` only to log it).
         # The lr goes in as an argument and is assigned inside the graph: Parameter.set_data from the host
         # between calls was not always seen by the compiled optimizer (mindspore 2.9.0, CPU).
-        @ms.jit
         def update(grads, inv_scale, max_norm, lr):
             if reducer is not None:
                 grads = reducer(grads)
@@ -128,7 +128,6 @@ class Trainer:
                 scaler.adjust(finite)
             return finite, norm
 
-        @ms.jit
         def evaluate(*batch):
             return loss_cell(*batch)
 
@@ -139,8 +138,12 @@ class Trainer:
             return all_reduce(values)
 
         self._global_sum = global_sum if all_reduce is not None else None
-        self._forward_backward, self._accumulate = forward_backward, accumulate
-        self._update, self._evaluate = update, evaluate
+        scaler_state = (self.scaler.scale_value, self.scaler.counter)
+        cache = self.compile_cache
+        self._forward_backward = CompiledFunction(forward_backward, [loss_cell], cache=cache, label="forward_backward")
+        self._accumulate = CompiledFunction(accumulate, cache=cache, label="accumulate")
+        self._update = CompiledFunction(update, [optimizer], scaler_state, cache=cache, label="update")
+        self._evaluate = CompiledFunction(evaluate, [loss_cell], cache=cache, label="evaluate")
 
     def _tensors(self, batch):
         return tuple(self.ms.Tensor(np.asarray(x)) for x in batch)
@@ -238,15 +241,17 @@ class Trainer:
                 batches = [self.task.train_batch(step * cfg.grad_accum + m) for m in range(cfg.grad_accum)]
                 weights = self._micro_weights(batches)
                 shapes = {tuple(np.shape(x) for x in batch) for batch in batches} - compiled
-                for shape in sorted(shapes):
-                    self._say(f"{self.desc}: compiling the training step for batches of {'x'.join(map(str, shape[0]))} "
-                              "(once per shape; most of a minute for a 30-layer model on CPU)")
-                compiled |= shapes
                 total, losses, auxes, tokens = None, [], [], 0
                 for batch, weight in zip(batches, weights):
                     tokens += self.task.tokens_in(batch)
                     scale = ms.Tensor(scale_value * weight, ms.float32)
-                    loss, aux, grads = self._forward_backward(scale, *self._tensors(batch))
+                    args = (scale, *self._tensors(batch))
+                    shape = tuple(np.shape(x) for x in batch)
+                    if shape not in compiled:
+                        compiled.add(shape)
+                        self._say_compiling(f"the training step for batches of {'x'.join(map(str, shape[0]))}",
+                                            self._forward_backward.cached(args))
+                    loss, aux, grads = self._forward_backward(*args)
                     total = grads if total is None else self._accumulate(ms.mutable(total), ms.mutable(grads))
                     losses.append(float(loss.asnumpy()))
                     auxes.append(aux)
@@ -289,6 +294,14 @@ class Trainer:
         summary.update({"last": last, "tokens_per_s": timed_tokens / timed_seconds if timed_seconds else None,
                         "steps": cfg.max_steps})
         return summary
+
+    def _say_compiling(self, what: str, cached: bool):
+        if cached:
+            self._say(f"{self.desc}: loading {what} from the compile cache ({self.compile_cache.directory})")
+        else:
+            later = "; a later run with the same graphs loads it from the compile cache" if self.compile_cache else ""
+            self._say(f"{self.desc}: compiling {what} (once per shape; most of a minute for a 30-layer model on "
+                      f"CPU{later})")
 
     def _say(self, message: str):
         """A line on the terminal above the progress bar (rank 0 only)."""

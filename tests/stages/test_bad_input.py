@@ -69,7 +69,8 @@ def build(name, c: Case):
         return train + ["train.lrate=1"], "unknown config key train.lrate (in command line); known keys: batch_size, " \
             "grad_accum, max_steps, length_buckets, lr, schedule, warmup_steps, min_lr_ratio, weight_decay, " \
             "adam_beta1, adam_beta2, adam_eps, max_grad_norm, precision, loss_scale, loss_scale_window, log_every, " \
-            "eval_every, save_every, save_total_limit, resume, resume_changed, graph_mode, eval_metrics, eval_max_new_tokens"
+            "eval_every, save_every, save_total_limit, resume, resume_changed, graph_mode, compile_cache, eval_metrics, "\
+            "eval_max_new_tokens"
     if name == "wrong_type":
         return train + ["train.batch_size=many"], "train.batch_size (in command line): expected an integer, got 'many'"
     if name == "below_minimum_in_file":

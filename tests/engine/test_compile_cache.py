@@ -1,0 +1,110 @@
+"""The graph compile cache: a later run loads what an earlier one compiled, and never a graph compiled for other
+shapes, another order of compiles or another configuration. Each run is its own process, as MindSpore numbers a
+process's cached compiles from 0."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests.conftest import ASSETS, REPO
+
+# Compiles `sum(x @ w)` for each row count in argv[2] (in that order) through the engine's CompiledFunction and
+# compile cache; prints, per compile, whether it was loaded from the cache and whether the answer is right.
+SCRIPT = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import mindspore as ms
+    from mindspore import nn, ops
+    from mindtune.engine.compile_cache import CompileCache
+    from mindtune.engine.graph import CompiledFunction
+
+    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
+
+    class Net(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.w = ms.Parameter(ms.Tensor(np.full((4, 4), 2.0, np.float32)), name="w")
+
+        def construct(self, x):
+            return ops.matmul(x, self.w).sum()
+
+    net = Net()
+
+    def total(x):
+        return net(x)
+
+    graph = CompiledFunction(total, [net], cache=CompileCache(sys.argv[1], "key"), label="sum")
+    for rows in map(int, sys.argv[2].split(",")):
+        x = ms.Tensor(np.ones((rows, 4), np.float32))
+        cached = graph.cached((x,))
+        print(json.dumps({"rows": rows, "cached": cached, "value": float(graph(x)), "expected": rows * 4 * 8.0}))
+""")
+
+
+def _compile_in_process(cache_dir, rows):
+    script = cache_dir / "compile_sum.py"    # a file: MindSpore's cache hashes the entry script
+    script.write_text(SCRIPT)
+    proc = subprocess.run([sys.executable, str(script), str(cache_dir), ",".join(map(str, rows))],
+                          capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=REPO))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+
+
+def test_a_graph_is_loaded_only_for_its_own_shapes(tmp_path):
+    """MindSpore alone loads graph N for a process's N-th compile whatever its shapes (a 2-row graph answered for 3
+    rows); the manifest lets through only the graph compiled for the same signature."""
+    runs = [_compile_in_process(tmp_path, rows) for rows in ([2, 3], [3, 2], [3, 2], [2, 7])]
+    for run in runs:
+        for r in run:
+            assert r["value"] == r["expected"], (runs, r)
+    assert [r["cached"] for r in runs[0]] == [False, False]      # an empty cache
+    assert [r["cached"] for r in runs[1]] == [False, False]      # same graphs, other order: never loaded
+    assert [r["cached"] for r in runs[2]] == [True, True]        # same order as the run before: both loaded
+    assert [r["cached"] for r in runs[3]] == [False, False]
+
+
+def test_the_key_ignores_host_only_settings_and_follows_the_graphs():
+    from mindtune.config import load_config
+    from mindtune.engine.compile_cache import graph_key
+
+    base = ["model.path=tiny", "peft.method=lora"]
+    key = graph_key(load_config(None, base))
+    for host_only in ("train.lr=0.5", "train.max_steps=7", "data.max_length=96", "train.eval_every=3",
+                      "output_dir=elsewhere", "train.compile_cache=false"):
+        assert graph_key(load_config(None, base + [host_only])) == key, host_only
+    for in_graph in ("peft.rank=4", "peft.alpha=3", "train.max_grad_norm=0", "seed=3", "train.precision=fp16"):
+        assert graph_key(load_config(None, base + [in_graph])) != key, in_graph
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory, cli):
+    """The tiny LoRA SFT (two bucket lengths, an evaluation) run twice against one empty compile cache."""
+    cache = tmp_path_factory.mktemp("cache")
+    runs = []
+    for name in ("first", "second"):
+        out = tmp_path_factory.mktemp(name)
+        code, _, err = cli("train", "run_configs/tiny/sft_lora_cpu.yaml", f"output_dir={out}", "train.max_steps=4",
+                           "train.eval_every=2", "train.log_every=1", f"data.train={ASSETS}/demo_sft_train.jsonl",
+                           f"data.eval={ASSETS}/demo_sft_eval.jsonl", env={"MINDTUNE_CACHE_DIR": str(cache)})
+        assert code == 0, err[-2000:]
+        with open(out / "metrics.jsonl") as fh:
+            runs.append(([json.loads(line) for line in fh], err))
+    return cache, runs
+
+
+def test_a_second_run_loads_its_graphs_and_trains_the_same(two_runs):
+    cache, ((first, first_err), (second, second_err)) = two_runs
+    keys = ("step", "loss", "grad_norm", "eval_loss")
+    assert [[r.get(k) for k in keys] for r in second] == [[r.get(k) for k in keys] for r in first]
+    assert "compiling the training step for batches of 8x" in first_err
+    assert "loading the training step for batches of 8x" not in first_err
+    assert "loading the training step for batches of 8x" in second_err
+    assert "compiling the training step" not in second_err
+    (key_dir,) = os.listdir(cache / "graphs")
+    with open(cache / "graphs" / key_dir / "rank_0" / "mindtune_manifest.json") as fh:
+        manifest = json.load(fh)
+    graphs = os.listdir(cache / "graphs" / key_dir / "rank_0" / "graph_cache")
+    assert sorted(f"compile_cache_{i}.mindir" for i in manifest) == sorted(g for g in graphs if g.endswith(".mindir"))
