@@ -5,7 +5,8 @@
 Shapes follow ../shared/bench/ref_torch_smollm2.py: random token ids in [100, 40000), batch 4 x 256, labels on
 every next token, AdamW lr 1e-4, no clipping; LoRA r=8, alpha=16 on q/k/v/o. The first step (graph compile) is
 reported apart, and so is the time to the first finished step (imports, build, weight load, compile, run: what
-`mindtune train` makes a user wait); step time is the median of the following steps. The reference runs from its
+`mindtune train` makes a user wait), once with an empty compile cache and once more in a second process that
+loads the first one's graphs (`warm_*`); step time is the median of the following steps. The reference runs from its
 own virtual environment (REF_PYTHON, default /tmp/ref-venv/bin/python; set-up in ../shared/bench/README.md) right
 after mindtune, on the same machine, and the ratio of tokens/s is printed. Prints one JSON line.
 """
@@ -84,8 +85,8 @@ def reference(gguf, what, seq, bs, steps):
 def print_table(result: dict):
     print("| step | mindtune s/step | PyTorch s/step | ratio (tokens/s) | mindtune peak MB (MB/token) | "
           "PyTorch peak MB (MB/token) | memory ratio | mindtune first step s | mindtune to first step s "
-          "(imports, build + load) |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "(imports, build + load) | the same from the compile cache: first step s, to first step s |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for what, mine in result.get("mindtune", {}).items():
         ref = result.get("reference", {}).get(what, {})
         ratio = result.get("ratio_tokens_per_s", {}).get(what, "-")
@@ -93,7 +94,7 @@ def print_table(result: dict):
         print(f"| {what} | {mine['step_s_median']} | {ref.get('step_s_median', '-')} | {ratio} | "
               f"{mine['peak_rss_mb']} ({mine['mb_per_token']}) | {ref.get('peak_rss_mb', '-')} "
               f"({ref.get('mb_per_token', '-')}) | {memory} | {mine['first_step_s']} | {mine['to_first_step_s']} "
-              f"({mine['build_s']}) |")
+              f"({mine['build_s']}) | {mine.get('warm_first_step_s', '-')}, {mine.get('warm_to_first_step_s', '-')} |")
     rates = result.get("matmul_gflops")
     if rates:
         print(f"float32 2048x2048 matrix product on this machine: numpy {rates['numpy_gflops']} GFLOP/s, "
@@ -108,6 +109,7 @@ def main():
     p.add_argument("--seq", type=int, default=256)
     p.add_argument("--bs", type=int, default=4)
     p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--warm-cache", help=argparse.SUPPRESS)
     a = p.parse_args()
     methods = {"lora": "lora", "full": "none"}
     if "," in a.what:  # one process per method: a MindSpore process keeps its memory pool (see bench/README.md)
@@ -126,9 +128,20 @@ def main():
         print_table(merged)
         print(json.dumps(merged))
         return 0
+    if a.warm_cache:   # the second process: the same run, its graphs loaded from the first one's compile cache
+        os.environ["MINDTUNE_CACHE_DIR"] = a.warm_cache
+        print(json.dumps(mindtune_step_times(a.model, methods[a.what], a.seq, a.bs, 1)))
+        return 0
     result = {"shapes": {"seq": a.seq, "bs": a.bs, "steps": a.steps}}
     for what in a.what.split(","):
-        result.setdefault("mindtune", {})[what] = mindtune_step_times(a.model, methods[what], a.seq, a.bs, a.steps)
+        cache = os.environ["MINDTUNE_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench-compile-cache-")
+        mine = result.setdefault("mindtune", {})[what] = mindtune_step_times(a.model, methods[what], a.seq, a.bs,
+                                                                             a.steps)
+        argv = [sys.executable, __file__, "--model", a.model, "--what", what, "--seq", str(a.seq), "--bs",
+                str(a.bs), "--warm-cache", cache]
+        warm = json.loads(subprocess.run(argv, check=True, stdout=subprocess.PIPE, text=True).stdout.splitlines()[-1])
+        mine.update(warm_first_step_s=warm["first_step_s"], warm_to_first_step_s=warm["to_first_step_s"])
+        shutil.rmtree(cache, ignore_errors=True)
     result["reference"] = reference(a.gguf, a.what, a.seq, a.bs, a.steps)
     for what in a.what.split(","):
         ref = result["reference"].get(what)

@@ -47,7 +47,7 @@ def graph_key(config) -> str:
             node = node.get(part, {})
         node.pop(last, None)
     parts = {"config": values, "versions": _versions(), "source": _source_digest(),
-             "model_files": _model_files_digest(config.model.path)}
+             "model_files": _model_files_digest(config.model.path), "entry_script": _entry_script_digest()}
     parts["versions"]["mindspore"] = mindspore.__version__
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
@@ -73,6 +73,16 @@ def _source_digest() -> str:
         with open(path, "rb") as fh:
             digest.update(fh.read())
     return digest.hexdigest()
+
+
+def _entry_script_digest() -> str:
+    """MindSpore recompiles (and rewrites the cache) when the entry script's contents differ from the run that
+    wrote it; keyed on them, runs through `mindtune` and `python -m mindtune.cli` keep apart and both load."""
+    script = os.path.realpath(sys.argv[0])
+    if not os.path.isfile(script):
+        return ""
+    with open(script, "rb") as fh:
+        return hashlib.sha256(script.encode() + fh.read()).hexdigest()
 
 
 def _model_files_digest(path) -> str:

@@ -79,6 +79,20 @@ def test_the_key_ignores_host_only_settings_and_follows_the_graphs():
         assert graph_key(load_config(None, base + [in_graph])) != key, in_graph
 
 
+def test_the_key_follows_the_entry_script(monkeypatch, tmp_path):
+    """MindSpore recompiles when the entry script differs from the one that filled the cache: keyed apart."""
+    from mindtune.config import load_config
+    from mindtune.engine.compile_cache import graph_key
+
+    config = load_config(None, ["model.path=tiny"])
+    script = tmp_path / "train.py"
+    script.write_text("print(1)\n")
+    monkeypatch.setattr("sys.argv", [str(script)])
+    key = graph_key(config)
+    script.write_text("print(2)\n")
+    assert graph_key(config) != key
+
+
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory, cli):
     """The tiny LoRA SFT (two bucket lengths, an evaluation) run twice against one empty compile cache."""
