@@ -28,6 +28,7 @@ HOST_ONLY = ("output_dir", "data", "train.max_steps", "train.lr", "train.schedul
              "train.resume", "train.resume_changed", "train.eval_metrics", "train.eval_max_new_tokens",
              "train.compile_cache")
 
+KEEP_RUNS = 16                                 # key directories kept under <cache>/graphs
 _process = {"directory": None, "count": 0}   # MindSpore numbers a process's cached compiles from 0
 
 
@@ -162,7 +163,27 @@ def for_run(config, rank: int = 0, root: str = None):
               file=sys.stderr)
         return None
     _process["directory"] = directory
+    os.makedirs(directory, exist_ok=True)
+    os.utime(directory)                    # most recently used first when pruning
+    prune(os.path.dirname(directory))
     return CompileCache(directory, key, rank)
+
+
+def prune(graphs_root: str, keep: int = KEEP_RUNS, idle_seconds: float = 3600.0):
+    """Delete the least recently used key directories beyond `keep` (each new mindtune version or changed
+    configuration makes one; a SmolLM2 run's graphs take about 10 MB a bucket), never one used in the last hour."""
+    import shutil
+    import time
+
+    entries = []
+    for name in os.listdir(graphs_root):
+        path = os.path.join(graphs_root, name)
+        if os.path.isdir(path):
+            entries.append((os.path.getmtime(path), path))
+    entries.sort(reverse=True)
+    for used, path in entries[keep:]:
+        if time.time() - used > idle_seconds:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _spec(value):

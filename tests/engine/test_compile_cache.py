@@ -122,3 +122,17 @@ def test_a_second_run_loads_its_graphs_and_trains_the_same(two_runs):
         manifest = json.load(fh)
     graphs = os.listdir(cache / "graphs" / key_dir / "rank_0" / "graph_cache")
     assert sorted(f"compile_cache_{i}.mindir" for i in manifest) == sorted(g for g in graphs if g.endswith(".mindir"))
+
+
+def test_prune_keeps_the_most_recent_and_anything_in_use(tmp_path):
+    from mindtune.engine.compile_cache import prune
+
+    for i in range(5):
+        (tmp_path / f"k{i}").mkdir()
+        os.utime(tmp_path / f"k{i}", (1000.0 * i, 1000.0 * i))      # k4 the most recent; all long idle
+    prune(str(tmp_path), keep=2)
+    assert sorted(os.listdir(tmp_path)) == ["k3", "k4"]
+    (tmp_path / "in_use_a").mkdir()                                    # both used just now
+    (tmp_path / "in_use_b").mkdir()
+    prune(str(tmp_path), keep=1)
+    assert sorted(os.listdir(tmp_path)) == ["in_use_a", "in_use_b"]
