@@ -99,7 +99,8 @@ class TrainConfig:
         changed since it was written (refused by default, naming the changed keys).
     graph_mode: compile with MindSpore graph mode (20-30x faster than PyNative on CPU).
     compile_cache: keep the compiled training graphs in $MINDTUNE_CACHE_DIR (default ~/.cache/mindtune)/graphs
-        and load them in a later run whose graphs are the same (docs/engine.md: what decides that).
+        and load them in a later run whose graphs are the same (mindtune/engine/compile_cache.py: what decides
+        that).
     length_buckets: sft runs each batch at the shortest of this many sequence lengths (data.max_length, half
         of it, a quarter, ...) that holds its longest row, instead of always at data.max_length; each length
         compiles once. 1 pads every batch to data.max_length. The loss per token does not change.

@@ -100,7 +100,7 @@ def ensure_cache(source: Source, tokenizer, encoding: Encoding, cache_dir: Optio
     if os.path.isfile(os.path.join(final, "meta.json")):
         return Entry(final, read_meta(final), False)
     os.makedirs(cache_dir, exist_ok=True)
-    with _locked(os.path.join(cache_dir, name + ".lock")):
+    with locked(os.path.join(cache_dir, name + ".lock")):
         if os.path.isfile(os.path.join(final, "meta.json")):     # another process built it while we waited
             return Entry(final, read_meta(final), False)
         for stale in os.listdir(cache_dir):                    # a killed builder's leftovers (we hold the lock)
@@ -124,7 +124,8 @@ def read_meta(directory: str) -> dict:
 
 
 @contextmanager
-def _locked(path: str):
+def locked(path: str):
+    """An exclusive lock on `path` (created if missing) for the body of the with-statement; shared by processes."""
     with open(path, "a+") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:

@@ -14,12 +14,13 @@ graph (name, argument shapes, parameter shapes) each index holds: an index whose
 MindSpore can load it. A lock per directory keeps two runs from writing the same index at once.
 """
 import contextlib
-import fcntl
 import glob
 import hashlib
 import json
 import os
 import sys
+
+from mindtune.data.cache import default_cache_dir, locked
 
 # Config keys that never reach a compiled graph: the host reads them (data arrives as arrays whose shapes are in
 # each graph's signature; the lr is an argument of the update graph).
@@ -30,10 +31,6 @@ HOST_ONLY = ("output_dir", "data", "train.max_steps", "train.lr", "train.schedul
 
 KEEP_RUNS = 16                                 # key directories kept under <cache>/graphs
 _process = {"directory": None, "count": 0}   # MindSpore numbers a process's cached compiles from 0
-
-
-def default_root() -> str:
-    return os.environ.get("MINDTUNE_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "mindtune")
 
 
 def graph_key(config) -> str:
@@ -126,8 +123,7 @@ class CompileCache:
         os.makedirs(self.graphs, exist_ok=True)
         index = _process["count"]
         _process["count"] += 1
-        with open(os.path.join(os.path.dirname(self.graphs), ".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with locked(os.path.join(os.path.dirname(self.graphs), ".lock")):
             manifest = self._manifest()
             cached = os.path.join(self.graphs, f"compile_cache_{index}.mindir")
             if manifest.get(str(index)) != signature and os.path.exists(cached):
@@ -157,7 +153,7 @@ def for_run(config, rank: int = 0, root: str = None):
     if not os.path.isfile(sys.argv[0]):   # MindSpore 2.9 hashes the entry script: `python -c` or a notebook fails
         return None
     key = graph_key(config)
-    directory = os.path.join(root or default_root(), "graphs", key)
+    directory = os.path.join(root or default_cache_dir(), "graphs", key)
     if _process["directory"] not in (None, directory):
         print(f"mindtune: compile cache off for this run: this process already caches {_process['directory']}",
               file=sys.stderr)
