@@ -112,10 +112,10 @@ class CompileCache:
 
     def holds(self, signature: str) -> bool:
         """Whether the next compile will load this graph from the cache."""
-        return self._manifest().get(str(_process["count"])) == signature
+        return self._manifest().get(str(_process["count"]), {}).get("signature") == signature
 
     @contextlib.contextmanager
-    def compiling(self, signature: str):
+    def compiling(self, label: str, signature: str):
         """Around the first call of a graph: load it if the cache holds this graph at this index, else compile
         it and record it there."""
         import mindspore as ms
@@ -126,7 +126,7 @@ class CompileCache:
         with locked(os.path.join(os.path.dirname(self.graphs), ".lock")):
             manifest = self._manifest()
             cached = os.path.join(self.graphs, f"compile_cache_{index}.mindir")
-            if manifest.get(str(index)) != signature and os.path.exists(cached):
+            if manifest.get(str(index), {}).get("signature") != signature and os.path.exists(cached):
                 os.remove(cached)          # another graph holds this index: never let MindSpore load it
             ms.set_context(enable_compile_cache=True, compile_cache_path=self.directory)
             try:
@@ -134,21 +134,23 @@ class CompileCache:
             finally:
                 ms.set_context(enable_compile_cache=False)
             if os.path.exists(cached):
-                manifest[str(index)] = signature
+                manifest[str(index)] = {"graph": label, "signature": signature}
                 _write_json(self.manifest_path, manifest)
 
     def _manifest(self) -> dict:
         try:
             with open(self.manifest_path) as fh:
-                return json.load(fh)
+                entries = json.load(fh)
         except (OSError, ValueError):
             return {}
+        return {index: entry for index, entry in entries.items() if isinstance(entry, dict)}
 
 
 def for_run(config, rank: int = 0, root: str = None):
-    """The run's CompileCache, or None when train.compile_cache is off, when there is no entry script, or when this
-    process already caches another run's graphs (MindSpore loads from one directory per process)."""
-    if not config.train.compile_cache:
+    """The run's CompileCache, or None when train.compile_cache or train.graph_mode is off, when there is no entry
+    script, or when this process already caches another run's graphs (MindSpore loads from one directory per
+    process)."""
+    if not (config.train.compile_cache and config.train.graph_mode):
         return None
     if not os.path.isfile(sys.argv[0]):   # MindSpore 2.9 hashes the entry script: `python -c` or a notebook fails
         return None

@@ -41,6 +41,6 @@ class CompiledFunction(nn.Cell):
             signature = self.signature(args)
             if signature not in self._signatures:
                 self._signatures.add(signature)
-                with self.cache.compiling(signature):
+                with self.cache.compiling(self.label, signature):
                     return super().__call__(*args)
         return super().__call__(*args)

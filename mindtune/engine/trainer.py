@@ -81,7 +81,7 @@ class Trainer:
                                     betas=(self.cfg.adam_beta1, self.cfg.adam_beta2), eps=self.cfg.adam_eps)
         self.scaler = ms.amp.DynamicLossScaler(self.cfg.loss_scale if self.use_scaler else 1.0, 2,
                                                self.cfg.loss_scale_window)
-        self.compile_cache = compile_cache.for_run(config, self.rank) if self.cfg.graph_mode else None
+        self.compile_cache = compile_cache.for_run(config, self.rank)
         self._compile()
 
     # -- compiled pieces -------------------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 A spec says nothing about the device or precision; `mindtune.models.build` combines it with a device profile.
 """
 from dataclasses import asdict, dataclass, fields
-from typing import Optional
 
 from mindtune.errors import ConfigError
 

@@ -90,7 +90,7 @@ def _divisors(n: int) -> List[int]:
 
 def candidate_strategies(req: PlanRequest):
     """Every strategy the search considers, before the rules and the memory check."""
-    w, hw, n, cp = req.workload, req.hardware, req.devices, req.context_parallel
+    w, n, cp = req.workload, req.devices, req.context_parallel
     recomputes = list(req.recompute) if req.recompute else (
         ["none", "full"] if w.flash_attention else ["none", "selective", "full"])
     rest = n // cp

@@ -15,6 +15,8 @@ import numpy as np
 from mindspore import nn, ops
 
 from mindtune.data.loading import stage_sets
+from mindtune.engine import compile_cache
+from mindtune.engine.graph import CompiledFunction
 from mindtune.engine.losses import IGNORE, token_log_probs
 from mindtune.engine.trainer import Trainer, TrainTask
 from mindtune.errors import ConfigError
@@ -112,20 +114,20 @@ def build_networks(run, batch_size: int):
 class ReferenceLogps:
     """Reference log-probabilities of every pair of a set, computed in fixed-size compiled batches."""
 
-    def __init__(self, reference, cfg, batch_size: int, pad_id: int):
+    def __init__(self, reference, cfg, batch_size: int, pad_id: int, rank: int = 0):
         import mindspore as ms
 
         self.ms, self.batch, self.pad = ms, batch_size, pad_id
         average = cfg.dpo.loss in ("ipo", "simpo")
         self.reference = reference
 
-        @ms.jit
         def forward(input_ids, labels):
             logits, _ = reference(input_ids)
             logp, mask = token_log_probs(logits, labels)
             return sequence_log_probs(logp, mask, average)
 
-        self._forward = forward
+        self._forward = CompiledFunction(forward, [reference], cache=compile_cache.for_run(cfg, rank),
+                                         label="dpo.reference_logps")
 
     def __call__(self, data) -> tuple:
         self.reference.set_train(False)
@@ -149,7 +151,7 @@ def reference_logps(run, reference, sets: dict, batch_size: int, pad_id: int) ->
                      if f"{name}_chosen" in saved.files}
         if all(name in found and len(found[name][0]) == len(data) for name, data in sets.items()):
             return found
-    compute = ReferenceLogps(reference, run.config, batch_size, pad_id)
+    compute = ReferenceLogps(reference, run.config, batch_size, pad_id, run.rank)
     found = {name: compute(data) for name, data in sets.items()}
     if run.rank == 0:
         tmp = path + ".tmp.npz"
@@ -162,7 +164,7 @@ def reference_logps(run, reference, sets: dict, batch_size: int, pad_id: int) ->
 def run(config) -> dict:
     config, checked = check(config)
     cfg, spec, tok = config, checked[1].spec, checked[1].tokenizer
-    pad, b = spec.pad_token_id, cfg.train.batch_size
+    pad = spec.pad_token_id
     train, held_out = stage_sets(cfg, tok, pad)   # tokenized once into the cache, read memory-mapped
     run = prepare_run(config, checked)
     sampler = run.sampler(train)

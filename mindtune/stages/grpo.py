@@ -18,6 +18,8 @@ import time
 import numpy as np
 from mindspore import nn
 
+from mindtune.engine import compile_cache
+from mindtune.engine.graph import CompiledFunction
 from mindtune.engine.losses import IGNORE, token_log_probs
 from mindtune.engine.trainer import Trainer, TrainTask
 from mindtune.errors import ConfigError
@@ -108,8 +110,6 @@ class Roles:
     """The policy, the reference (beta > 0) and the reward models, with the compiled forwards of a rollout."""
 
     def __init__(self, run, rewards, batch_size: int, seq_length: int):
-        import mindspore as ms
-
         from mindtune.models.heads import RewardModel
         from mindtune.models.roles import BasePool, disambiguate, policy_and_reference, scalar_model
 
@@ -123,26 +123,26 @@ class Roles:
         inv_t = 1.0 / cfg.grpo.temperature
         policy, reference = self.policy.network, self.reference
 
-        @ms.jit
         def policy_forward(input_ids, labels):
             logits, _ = policy(input_ids)
             return token_log_probs(logits * inv_t, labels)[0]
 
-        self.policy_forward = policy_forward
+        cache = compile_cache.for_run(cfg, run.rank)
+        self.policy_forward = CompiledFunction(policy_forward, [policy], cache=cache, label="grpo.policy_forward")
         self.reference_forward = None
         if reference is not None:
-            @ms.jit
             def reference_forward(input_ids, labels):
                 logits, _ = reference(input_ids)
                 return token_log_probs(logits * inv_t, labels)[0]
-            self.reference_forward = reference_forward
+            self.reference_forward = CompiledFunction(reference_forward, [reference], cache=cache,
+                                                      label="grpo.reference_forward")
         self.scorers = {}
         for r in rewards:
             if r.model is None:
                 continue
             rm_resolved, stats = r.model
             net, head, _ = scalar_model(self.pool, rm_resolved, stats, tokenizer=tok, seed=seed)
-            self.scorers[r.name] = (_reward_forward(RewardModel(net, head)), stats)
+            self.scorers[r.name] = (_reward_forward(RewardModel(net, head), cache, r.name), stats)
 
     def generation_weights(self) -> dict:
         from mindtune.models.build import get_weights
@@ -152,13 +152,10 @@ class Roles:
         return get_weights(self.policy.network)
 
 
-def _reward_forward(reward_model):
-    import mindspore as ms
-
-    @ms.jit
+def _reward_forward(reward_model, cache, name: str):
     def forward(input_ids, last_index):
         return reward_model(input_ids, last_index)
-    return forward
+    return CompiledFunction(forward, [reward_model], cache=cache, label=f"grpo.reward_forward.{name}")
 
 
 class GroupRollouts:

@@ -21,6 +21,8 @@ import time
 import numpy as np
 from mindspore import nn, ops
 
+from mindtune.engine import compile_cache
+from mindtune.engine.graph import CompiledFunction
 from mindtune.engine.losses import IGNORE, token_log_probs
 from mindtune.engine.trainer import Trainer, TrainTask
 from mindtune.errors import ConfigError
@@ -138,8 +140,6 @@ class Roles:
     """The four networks and the compiled forwards that score a rollout."""
 
     def __init__(self, run, rm, batch_size: int, seq_length: int):
-        import mindspore as ms
-
         from mindtune.models.heads import RewardModel, ScoreHead
         from mindtune.models.roles import BasePool, disambiguate, policy_and_reference, scalar_model
 
@@ -168,24 +168,25 @@ class Roles:
         actor, reference, critic, value_head, reward = (self.actor.network, self.reference, self.critic,
                                                         self.value_head, self.reward)
 
-        @ms.jit
         def actor_forward(input_ids, labels):
             logits, _ = actor(input_ids)
             logp, _ = token_log_probs(logits * inv_t, labels)
             _, hidden = critic(input_ids)
             return logp, value_head(hidden)
 
-        @ms.jit
         def reference_forward(input_ids, labels):
             logits, _ = reference(input_ids)
             return token_log_probs(logits * inv_t, labels)[0]
 
-        @ms.jit
         def reward_forward(input_ids, last_index):
             return reward(input_ids, last_index)
 
-        self.actor_forward, self.reference_forward, self.reward_forward = actor_forward, reference_forward, \
-            reward_forward
+        cache = compile_cache.for_run(cfg, run.rank)
+        self.actor_forward = CompiledFunction(actor_forward, [actor, critic, value_head], cache=cache,
+                                              label="ppo.actor_forward")
+        self.reference_forward = CompiledFunction(reference_forward, [reference], cache=cache,
+                                                  label="ppo.reference_forward")
+        self.reward_forward = CompiledFunction(reward_forward, [reward], cache=cache, label="ppo.reward_forward")
 
     def generation_weights(self) -> dict:
         """The actor's current full weights (the adapter folded in) for the generator."""

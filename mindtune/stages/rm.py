@@ -12,6 +12,8 @@ import numpy as np
 from mindspore import nn
 
 from mindtune.data.loading import stage_sets
+from mindtune.engine import compile_cache
+from mindtune.engine.graph import CompiledFunction
 from mindtune.engine.trainer import Trainer, TrainTask
 from mindtune.errors import CheckpointError
 from mindtune.models.heads import SCORE_HEAD, RewardModel, ScoreHead, split_head_weights
@@ -58,17 +60,16 @@ def pair_batch(data, idx, batch_size: int, pad_id: int):
 class Scorer:
     """Rewards of token sequences in fixed-size compiled batches (the last batch padded with filler rows)."""
 
-    def __init__(self, reward_model, batch_size: int, pad_id: int):
+    def __init__(self, reward_model, batch_size: int, pad_id: int, cache=None):
         import mindspore as ms
 
         self.ms, self.batch_size, self.pad_id = ms, batch_size, pad_id
         self.reward_model = reward_model
 
-        @ms.jit
         def forward(input_ids, last_index):
             return reward_model(input_ids, last_index)
 
-        self._forward = forward
+        self._forward = CompiledFunction(forward, [reward_model], cache=cache, label="rm.score")
 
     def __call__(self, ids: np.ndarray, last: np.ndarray) -> np.ndarray:
         self.reward_model.set_train(False)
@@ -126,7 +127,7 @@ def run(config) -> dict:
     # Exact reward statistics over whole pairs (the engine's eval_* numbers are means of batch means).
     stats_set, split = (held_out, "data.eval") if held_out is not None else (train, "data.train")
     n = min(len(stats_set), cfg.rm.stats_pairs)
-    scorer = Scorer(reward_model, 2 * pairs, pad)
+    scorer = Scorer(reward_model, 2 * pairs, pad, compile_cache.for_run(cfg, run.rank))
 
     def measure():
         return reward_stats(scorer(stats_set.chosen[:n], stats_set.chosen_last[:n]),

@@ -15,7 +15,7 @@ from mindtune.stages.common import (build_adapted, check_inputs, mixture_log_row
 def run(config) -> dict:
     checked = check_inputs(config)
     cfg, resolved = config, checked[1]
-    spec, tok, pad = resolved.spec, resolved.tokenizer, resolved.spec.pad_token_id
+    tok, pad = resolved.tokenizer, resolved.spec.pad_token_id
     train, eval_set = stage_sets(cfg, tok, pad)   # tokenized once into the cache, read memory-mapped
     eval_rows = check_training_eval(cfg)   # train.eval_metrics: task metrics on generations
     run = prepare_run(config, checked)

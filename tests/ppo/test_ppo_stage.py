@@ -164,3 +164,23 @@ def test_bad_input_one_line_and_nothing_written(pipeline, tmp_path, case):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert len(lines) == 1 and lines[0].startswith(f"mindtune train: error: {expect}"), lines
     assert not out.exists()
+
+
+def test_a_second_run_loads_every_graph_from_the_compile_cache(pipeline, tmp_path):
+    """The trainer's graphs and PPO's own (actor + critic, reference, reward forwards) are loaded, not compiled,
+    by a second run of the same configuration, and it trains exactly as the first did."""
+    cache = tmp_path / "cache"
+    env = {"MINDTUNE_CACHE_DIR": str(cache)}
+    first, _ = ppo(pipeline, "cache_first", "ppo.iterations=2", env=env)
+    (key,) = os.listdir(cache / "graphs")
+    rank_dir = cache / "graphs" / key / "rank_0"
+    with open(rank_dir / "mindtune_manifest.json") as fh:
+        graphs = {entry["graph"] for entry in json.load(fh).values()}
+    assert {"ppo.actor_forward", "ppo.reference_forward", "ppo.reward_forward", "forward_backward",
+            "update"} <= graphs
+    written = {f.name: f.stat().st_mtime_ns for f in (rank_dir / "graph_cache").glob("*.mindir")}
+    second, proc = ppo(pipeline, "cache_second", "ppo.iterations=2", env=env)
+    assert "loading the training step for batches of" in proc.stderr
+    assert {f.name: f.stat().st_mtime_ns for f in (rank_dir / "graph_cache").glob("*.mindir")} == written
+    keys = ("iteration", "score", "kl", "policy_loss", "value_loss", "eval_score")
+    assert [[r.get(k) for k in keys] for r in metrics(second)] == [[r.get(k) for k in keys] for r in metrics(first)]

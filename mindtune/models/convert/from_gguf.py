@@ -1,6 +1,5 @@
 """GGUF (llama.cpp) file -> spec, weights by MindFormers name, and a tokenizer. Tensors are dequantised with
 the `gguf` package."""
-import json
 import os
 
 import numpy as np
