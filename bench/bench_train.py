@@ -109,47 +109,49 @@ def main():
     p.add_argument("--seq", type=int, default=256)
     p.add_argument("--bs", type=int, default=4)
     p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--warm-cache", help=argparse.SUPPRESS)
     a = p.parse_args()
     methods = {"lora": "lora", "full": "none"}
-    if "," in a.what:  # one process per method: a MindSpore process keeps its memory pool (see bench/README.md)
-        merged = {}
-        for what in a.what.split(","):
-            argv = [sys.executable, __file__, "--model", a.model, "--gguf", a.gguf, "--what", what, "--seq",
-                    str(a.seq), "--bs", str(a.bs), "--steps", str(a.steps)]
-            # the child's stderr (progress, errors) passes through; its last stdout line is its JSON result
-            out = subprocess.run(argv, check=True, stdout=subprocess.PIPE, text=True).stdout
-            part = json.loads(out.splitlines()[-1])
-            for key, value in part.items():
-                merged.setdefault(key, {}).update(value) if isinstance(value, dict) else merged.update({key: value})
-        merged["matmul_gflops"] = json.loads(subprocess.run([sys.executable, os.path.join(HERE, "diagnose_train.py"),
-                                                             "--only", "matmul"], check=True, stdout=subprocess.PIPE,
-                                                            text=True).stdout.splitlines()[-1])
-        print_table(merged)
-        print(json.dumps(merged))
-        return 0
-    if a.warm_cache:   # the second process: the same run, its graphs loaded from the first one's compile cache
+    if a.warm_cache:   # the same run again, its graphs loaded from the first one's compile cache
         os.environ["MINDTUNE_CACHE_DIR"] = a.warm_cache
         print(json.dumps(mindtune_step_times(a.model, methods[a.what], a.seq, a.bs, 1)))
         return 0
-    result = {"shapes": {"seq": a.seq, "bs": a.bs, "steps": a.steps}}
-    for what in a.what.split(","):
-        cache = os.environ["MINDTUNE_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench-compile-cache-")
-        mine = result.setdefault("mindtune", {})[what] = mindtune_step_times(a.model, methods[what], a.seq, a.bs,
-                                                                             a.steps)
-        argv = [sys.executable, __file__, "--model", a.model, "--what", what, "--seq", str(a.seq), "--bs",
-                str(a.bs), "--warm-cache", cache]
-        warm = json.loads(subprocess.run(argv, check=True, stdout=subprocess.PIPE, text=True).stdout.splitlines()[-1])
-        mine.update(warm_first_step_s=warm["first_step_s"], warm_to_first_step_s=warm["to_first_step_s"])
-        shutil.rmtree(cache, ignore_errors=True)
-    result["reference"] = reference(a.gguf, a.what, a.seq, a.bs, a.steps)
-    for what in a.what.split(","):
-        ref = result["reference"].get(what)
+    if a.child:        # one method: mindtune with an empty compile cache, then the reference
+        os.environ["MINDTUNE_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench-compile-cache-")
+        result = {"mindtune": {a.what: mindtune_step_times(a.model, methods[a.what], a.seq, a.bs, a.steps)},
+                  "reference": reference(a.gguf, a.what, a.seq, a.bs, a.steps)}
+        ref = result["reference"].get(a.what)
         if ref:
-            result.setdefault("ratio_tokens_per_s", {})[what] = round(
-                result["mindtune"][what]["tokens_per_s"] / ref["tokens_per_s"], 3)
-    print(json.dumps(result))
-
+            result["ratio_tokens_per_s"] = {a.what: round(result["mindtune"][a.what]["tokens_per_s"] /
+                                                          ref["tokens_per_s"], 3)}
+        result["cache"] = os.environ["MINDTUNE_CACHE_DIR"]
+        print(json.dumps(result))
+        return 0
+    # One process per method (a MindSpore process keeps its memory pool, see bench/README.md); the warm run starts
+    # after the first process has exited, as a user's second run would.
+    merged = {"shapes": {"seq": a.seq, "bs": a.bs, "steps": a.steps}}
+    for what in a.what.split(","):
+        common = [sys.executable, __file__, "--model", a.model, "--gguf", a.gguf, "--what", what, "--seq",
+                  str(a.seq), "--bs", str(a.bs)]
+        # the children's stderr (progress, errors) passes through; their last stdout line is their JSON result
+        out = subprocess.run(common + ["--steps", str(a.steps), "--child"], check=True, stdout=subprocess.PIPE,
+                             text=True).stdout
+        part = json.loads(out.splitlines()[-1])
+        cache = part.pop("cache")
+        out = subprocess.run(common + ["--warm-cache", cache], check=True, stdout=subprocess.PIPE, text=True).stdout
+        warm = json.loads(out.splitlines()[-1])
+        shutil.rmtree(cache, ignore_errors=True)
+        part["mindtune"][what].update(warm_first_step_s=warm["first_step_s"],
+                                      warm_to_first_step_s=warm["to_first_step_s"])
+        for key, value in part.items():
+            merged.setdefault(key, {}).update(value)
+    merged["matmul_gflops"] = json.loads(subprocess.run([sys.executable, os.path.join(HERE, "diagnose_train.py"),
+                                                         "--only", "matmul"], check=True, stdout=subprocess.PIPE,
+                                                        text=True).stdout.splitlines()[-1])
+    print_table(merged)
+    print(json.dumps(merged))
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())
