@@ -5,8 +5,9 @@
 Part 1: one float32 product per call (best of 7) for each of the model's weight shapes with 1024 tokens, in the
 three transpose layouts a training step uses (forward x @ W^T, input gradient dy @ W, weight gradient dy^T @ x).
 Part 2: six chained 1024 x 576 -> 1536 products (the output sliced back to 576 columns between them), timed
-forward only and forward + backward, so the backward products' cost is the difference; in MindSpore once with
-the frozen weight Parameter fed to the product and once with a copy of it made in the graph. The same two parts run
+forward only and forward + backward, so the backward products' cost is the difference; in MindSpore with the
+frozen weight Parameter fed to the product, with a copy of it made in the graph, and with the gradient call
+compiled as a Cell that owns the parameters (mindtune.engine.graph.CompiledFunction, as the training engine does). The same two parts run
 in PyTorch in the reference venv when it exists. Prints one line per measurement.
 """
 import argparse
@@ -76,14 +77,19 @@ def mindspore_side():
                 h = self.matmul(h, weight)[:, :k]
             return h.sum()
 
+    from mindtune.engine.graph import CompiledFunction
+
     x = ms.Tensor(rng.standard_normal((TOKENS, k), dtype=np.float32))
-    for copy_weight in (False, True):
+    for copy_weight, owned in ((False, False), (True, False), (False, True)):
         chain = Chain(copy_weight)
         grad = ms.value_and_grad(chain, None, [chain.scale])
+        if owned:      # the training engine's way: the gradient call compiled as a Cell that owns the parameters
+            grad = CompiledFunction(grad, [chain])
         forward = best_of(lambda: float(chain(x)))
         both = best_of(lambda: float(grad(x)[0]))
         weight = "a copy made in the graph" if copy_weight else "the Parameter"
-        print(f"mindspore chain of {CHAIN}, weight {weight}: forward {forward * 1e3:.1f} ms, "
+        how = "compiled as a Cell owning the parameters" if owned else "value_and_grad called directly"
+        print(f"mindspore chain of {CHAIN}, weight {weight}, {how}: forward {forward * 1e3:.1f} ms, "
               f"backward {(both - forward) * 1e3:.1f} ms", flush=True)
 
 

@@ -104,8 +104,9 @@ class CompileCache:
         self.graphs = os.path.join(directory, f"rank_{rank}", "graph_cache")
         self.manifest_path = os.path.join(directory, f"rank_{rank}", "mindtune_manifest.json")
 
-    def signature(self, label: str, args, parameters) -> str:
-        spec = {"key": self.key, "graph": label, "args": [_spec(a) for a in args],
+    def signature(self, label: str, arguments: str, parameters) -> str:
+        """Digest of a graph: its name, `arguments` (argument_spec) and its parameters' names and shapes."""
+        spec = {"key": self.key, "graph": label, "args": arguments,
                 "parameters": sorted((p.name, tuple(p.shape), str(p.dtype), bool(p.requires_grad))
                                      for p in parameters)}
         return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
@@ -184,13 +185,14 @@ def prune(graphs_root: str, keep: int = KEEP_RUNS, idle_seconds: float = 3600.0)
             shutil.rmtree(path, ignore_errors=True)
 
 
-def _spec(value):
-    if isinstance(value, (tuple, list)):
-        return [_spec(v) for v in value]
-    shape = getattr(value, "shape", None)
-    if shape is not None:
-        return [list(shape), str(value.dtype)]
-    return repr(value)
+def argument_spec(args) -> str:
+    """The shapes and dtypes of a call's tensors (nested in tuples), other values by repr: what picks its graph."""
+    def spec(value):
+        if isinstance(value, (tuple, list)):
+            return [spec(v) for v in value]
+        shape = getattr(value, "shape", None)
+        return [list(shape), str(value.dtype)] if shape is not None else repr(value)
+    return json.dumps(spec(args))
 
 
 def _write_json(path: str, data: dict):

@@ -8,6 +8,8 @@ a second process). Owning the cells and parameters as attributes is what lets th
 """
 from mindspore import ParameterTuple, jit, nn
 
+from mindtune.engine.compile_cache import argument_spec
+
 
 class CompiledFunction(nn.Cell):
     """`fn(*args)` compiled in graph mode; `owners` are the cells and parameters `fn` reads or writes. With a
@@ -20,27 +22,25 @@ class CompiledFunction(nn.Cell):
             setattr(self, f"owner_{i}", owner)
         self.loose_parameters = ParameterTuple(list(parameters)) if parameters else ()
         self.cache, self.label = cache, label
-        self._signatures = set()
+        self._called_with = set()          # argument_specs whose graph this process has compiled or loaded
 
     @jit   # compiled in PyNative mode too (train.graph_mode: false), as the engine's pieces always were
     def construct(self, *args):
         return self.fn(*args)
 
-    def signature(self, args) -> str:
-        return self.cache.signature(self.label, args, self.get_parameters())
-
     def cached(self, args) -> bool:
         """Whether calling with `args` will load a cached graph instead of compiling one."""
-        if self.cache is None:
+        arguments = argument_spec(args)
+        if self.cache is None or arguments in self._called_with:
             return False
-        signature = self.signature(args)
-        return signature not in self._signatures and self.cache.holds(signature)
+        return self.cache.holds(self.cache.signature(self.label, arguments, self.get_parameters()))
 
     def __call__(self, *args):
         if self.cache is not None:
-            signature = self.signature(args)
-            if signature not in self._signatures:
-                self._signatures.add(signature)
+            arguments = argument_spec(args)
+            if arguments not in self._called_with:
+                self._called_with.add(arguments)
+                signature = self.cache.signature(self.label, arguments, self.get_parameters())
                 with self.cache.compiling(self.label, signature):
                     return super().__call__(*args)
         return super().__call__(*args)

@@ -101,8 +101,8 @@ class Trainer:
 
         grad_fn = ms.value_and_grad(scaled_loss, None, params, has_aux=True)
 
-        # Tensors inside a tuple argument are compile-time constants to ms.jit (a new graph per call): batches
-        # go in as separate arguments, gradient tuples wrapped in ms.mutable.
+        # Tensors inside a tuple argument are compile-time constants to a compiled call (a new graph per call):
+        # batches go in as separate arguments, gradient tuples wrapped in ms.mutable.
         def forward_backward(scale, *batch):
             (_, loss, aux), grads = grad_fn(scale, batch)
             return loss, aux, grads
