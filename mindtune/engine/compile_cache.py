@@ -126,17 +126,21 @@ class CompileCache:
         _process["count"] += 1
         with locked(os.path.join(os.path.dirname(self.graphs), ".lock")):
             manifest = self._manifest()
-            cached = os.path.join(self.graphs, f"compile_cache_{index}.mindir")
-            if manifest.get(str(index), {}).get("signature") != signature and os.path.exists(cached):
-                os.remove(cached)          # another graph holds this index: never let MindSpore load it
+            if manifest.get(str(index), {}).get("signature") != signature:
+                for stale in self._files(index):   # another graph holds this index: never let MindSpore load it
+                    os.remove(stale)
             ms.set_context(enable_compile_cache=True, compile_cache_path=self.directory)
             try:
                 yield
             finally:
                 ms.set_context(enable_compile_cache=False)
-            if os.path.exists(cached):
+            if self._files(index):
                 manifest[str(index)] = {"graph": label, "signature": signature}
                 _write_json(self.manifest_path, manifest)
+
+    def _files(self, index: int) -> list:
+        # compile_cache_<index>.mindir; under msrun MindSpore prefixes the process's role: MS_WORKERcompile_cache_0
+        return glob.glob(os.path.join(self.graphs, f"*compile_cache_{index}.mindir"))
 
     def _manifest(self) -> dict:
         try:

@@ -136,3 +136,20 @@ def test_prune_keeps_the_most_recent_and_anything_in_use(tmp_path):
     (tmp_path / "in_use_b").mkdir()
     prune(str(tmp_path), keep=1)
     assert sorted(os.listdir(tmp_path)) == ["in_use_a", "in_use_b"]
+
+
+def test_a_stale_graph_is_deleted_whatever_prefix_mindspore_gives_it(tmp_path):
+    """Under msrun MindSpore names the files MS_WORKERcompile_cache_<n>.mindir: the manifest check must see them."""
+    from mindtune.engine import compile_cache
+
+    cache = compile_cache.CompileCache(str(tmp_path), "key")
+    graphs = tmp_path / "rank_0" / "graph_cache"
+    graphs.mkdir(parents=True)
+    index = compile_cache._process["count"]
+    stale = graphs / f"MS_WORKERcompile_cache_{index}.mindir"
+    stale.write_text("a graph compiled for other shapes")
+    with cache.compiling("sum", "signature"):
+        assert not stale.exists()
+        stale.write_text("what MindSpore writes for this graph")
+    with open(tmp_path / "rank_0" / "mindtune_manifest.json") as fh:
+        assert json.load(fh)[str(index)] == {"graph": "sum", "signature": "signature"}
