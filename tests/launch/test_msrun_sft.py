@@ -4,7 +4,8 @@ run with the same global batch (4 sequences: 1 x 4 vs 2 x 2).
 Both runs apply the gradient of the same 4 sequences each step, and the engine weights each rank by its share of
 the step's label tokens (an AllReduce of the counts), so the step's loss and gradient are the sum over all
 response tokens divided by their number on either side: losses and gradient norms agree to 1e-5 at every step,
-and the final weights to 1e-5. (The engine used to average per-rank means, which this test tolerated at 5%.)"""
+and the final weights to 1e-5. (The engine used to average per-rank means, which this test tolerated at 5%.)
+The 2-worker run is then repeated: it loads each worker's graphs from the compile cache and trains the same."""
 import json
 import os
 import socket
@@ -48,15 +49,9 @@ def test_two_worker_sft_matches_one_worker(tmp_path):
                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert one.returncode == 0, one.stderr[-3000:]
 
-    with socket.socket() as s:
-        s.bind(("", 0))
-        port = s.getsockname()[1]
-    two = subprocess.run(["bash", os.path.join(ROOT, "scripts", "msrun_launcher.sh"), "--workers", "2",
-                          "--master-port", str(port), "--log-dir", str(tmp_path / "log"), "--tail-log", "none",
-                          "--cluster-timeout", "300", "mindtune", "train", str(cfg), f"output_dir={tmp_path / 'two'}",
-                          "train.batch_size=2", "parallel.data_parallel=2"],
-                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
-    assert two.returncode == 0, two.stderr[-1500:] + worker_errors(tmp_path / "log")
+    env["MINDTUNE_CACHE_DIR"] = str(tmp_path / "cache")    # an empty compile cache for the 2-worker runs
+    two = two_workers(cfg, tmp_path, "two", env)
+    assert two.returncode == 0, two.stderr[-1500:] + worker_errors(tmp_path / "log_two")
 
     m1, m2 = metrics(tmp_path / "one"), metrics(tmp_path / "two")
     assert [r["step"] for r in m1] == [r["step"] for r in m2] == list(range(1, STEPS + 1))   # rank 0 logs alone
@@ -75,3 +70,24 @@ def test_two_worker_sft_matches_one_worker(tmp_path):
         np.testing.assert_allclose(w2[name], w1[name], rtol=1e-5, atol=1e-5, err_msg=name)
     assert m1[-1]["loss"] < m1[0]["loss"] - 0.5       # and it trained
     assert os.path.isdir(tmp_path / "two" / "model")
+
+    # The same 2-worker run again loads each worker's graphs from the compile cache (MindSpore names them
+    # MS_WORKERcompile_cache_<n>.mindir under msrun) and trains the same.
+    again = two_workers(cfg, tmp_path, "again", env)
+    assert again.returncode == 0, again.stderr[-1500:] + worker_errors(tmp_path / "log_again")
+    with open(tmp_path / "log_again" / "worker_0.log", encoding="utf-8", errors="replace") as f:
+        log = f.read()
+    assert "loading the training step for batches of 2x" in log and "compiling the training step" not in log
+    assert [(r["loss"], r["grad_norm"]) for r in metrics(tmp_path / "again")] == \
+        [(r["loss"], r["grad_norm"]) for r in m2]
+
+
+def two_workers(cfg, tmp_path, name, env):
+    with socket.socket() as s:
+        s.bind(("", 0))
+        port = s.getsockname()[1]
+    return subprocess.run(["bash", os.path.join(ROOT, "scripts", "msrun_launcher.sh"), "--workers", "2",
+                           "--master-port", str(port), "--log-dir", str(tmp_path / f"log_{name}"), "--tail-log",
+                           "none", "--cluster-timeout", "300", "mindtune", "train", str(cfg),
+                           f"output_dir={tmp_path / name}", "train.batch_size=2", "parallel.data_parallel=2"],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
