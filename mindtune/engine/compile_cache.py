@@ -14,6 +14,7 @@ graph (name, argument shapes, parameter shapes) each index holds: an index whose
 MindSpore can load it. A lock per directory keeps two runs from writing the same index at once.
 """
 import contextlib
+import functools
 import glob
 import hashlib
 import json
@@ -35,8 +36,6 @@ _process = {"directory": None, "count": 0}   # MindSpore numbers a process's cac
 
 def graph_key(config) -> str:
     """Digest of what decides the compiled graphs apart from their argument and parameter shapes."""
-    import mindspore
-
     values = config.to_dict()
     for dotted in HOST_ONLY:
         *parents, last = dotted.split(".")
@@ -46,22 +45,25 @@ def graph_key(config) -> str:
         node.pop(last, None)
     parts = {"config": values, "versions": _versions(), "source": _source_digest(),
              "model_files": _model_files_digest(config.model.path), "entry_script": _entry_script_digest()}
-    parts["versions"]["mindspore"] = mindspore.__version__
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def _versions() -> dict:
+@functools.lru_cache(maxsize=None)
+def _versions() -> tuple:
     from importlib import metadata
 
-    found = {}
+    import mindspore
+
+    found = {"mindspore": mindspore.__version__}
     for package in ("mindformers", "mindpet"):
         try:
             found[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             found[package] = None
-    return found
+    return tuple(sorted(found.items()))
 
 
+@functools.lru_cache(maxsize=None)   # the package's files do not change while it runs
 def _source_digest() -> str:
     """mindtune's own code (models, shims, losses): a change to any of it may change a graph."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -161,14 +163,15 @@ def for_run(config, rank: int = 0, root: str = None):
         return None
     key = graph_key(config)
     directory = os.path.join(root or default_cache_dir(), "graphs", key)
-    if _process["directory"] not in (None, directory):
+    if _process["directory"] is None:      # the first run of this process: bind, mark recently used, prune
+        _process["directory"] = directory
+        os.makedirs(directory, exist_ok=True)
+        os.utime(directory)
+        prune(os.path.dirname(directory))
+    elif _process["directory"] != directory:
         print(f"mindtune: compile cache off for this run: this process already caches {_process['directory']}",
               file=sys.stderr)
         return None
-    _process["directory"] = directory
-    os.makedirs(directory, exist_ok=True)
-    os.utime(directory)                    # most recently used first when pruning
-    prune(os.path.dirname(directory))
     return CompileCache(directory, key, rank)
 
 
