@@ -30,6 +30,8 @@ VARIANTS = {
     "seq128x8": dict(bs=8, seq=128),
     "seq512x2": dict(bs=2, seq=512),
     "hidden_mean": dict(loss="hidden_mean"),
+    "seq128": dict(seq=128),
+    "seq128_hidden": dict(seq=128, loss="hidden_mean"),
     "recompute": dict(recompute="full"),
     "pynative": dict(graph=False),
     "full": dict(method="none"),
@@ -77,7 +79,8 @@ def child(variant: dict, steps: int) -> dict:
                  f"data.max_length={v['seq']}", f"peft.method={v['method']}", "peft.rank=8", "peft.alpha=16",
                  f"train.batch_size={v['bs']}", f"train.max_steps={steps + 1}", "train.lr=1e-4",
                  "train.schedule=constant", "train.max_grad_norm=0", f"train.graph_mode={v['graph']}",
-                 f"parallel.recompute={v['recompute']}", f"output_dir={out}", "train.save_every=0"]
+                 f"parallel.recompute={v['recompute']}", f"output_dir={out}", "train.save_every=0",
+                 "train.compile_cache=false"]   # each variant compiles: its first step is measured
     started = time.perf_counter()
     config = load_config(None, overrides)
     run = prepare_run(config, check_inputs(config, need_tokenizer=False))

@@ -106,9 +106,11 @@ class CompileCache:
         self.graphs = os.path.join(directory, f"rank_{rank}", "graph_cache")
         self.manifest_path = os.path.join(directory, f"rank_{rank}", "mindtune_manifest.json")
 
-    def signature(self, label: str, arguments: str, parameters) -> str:
-        """Digest of a graph: its name, `arguments` (argument_spec) and its parameters' names and shapes."""
-        spec = {"key": self.key, "graph": label, "args": arguments,
+    def signature(self, label: str, arguments: str, parameters, structure=()) -> str:
+        """Digest of a graph: its name, `arguments` (argument_spec), its parameters' names and shapes, and
+        `structure` (cell_structure: the classes it is built of; two programs with one config and one entry
+        script can still build different cells, e.g. from their command-line arguments)."""
+        spec = {"key": self.key, "graph": label, "args": arguments, "structure": list(structure),
                 "parameters": sorted((p.name, tuple(p.shape), str(p.dtype), bool(p.requires_grad))
                                      for p in parameters)}
         return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
@@ -190,6 +192,16 @@ def prune(graphs_root: str, keep: int = KEEP_RUNS, idle_seconds: float = 3600.0)
     for used, path in entries[keep:]:
         if time.time() - used > idle_seconds:
             shutil.rmtree(path, ignore_errors=True)
+
+
+def cell_structure(fn, cells) -> list:
+    """The compiled function's name and every cell's path and class under `cells`."""
+    out = [f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"]
+    for cell in cells:
+        if not hasattr(cell, "cells_and_names"):   # a loose Parameter
+            continue
+        out += [f"{name}:{type(c).__module__}.{type(c).__qualname__}" for name, c in cell.cells_and_names()]
+    return out
 
 
 def argument_spec(args) -> str:

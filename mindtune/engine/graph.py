@@ -10,7 +10,7 @@ Owning the cells and parameters as attributes fixes both.
 """
 from mindspore import ParameterTuple, jit, nn
 
-from mindtune.engine.compile_cache import argument_spec
+from mindtune.engine.compile_cache import argument_spec, cell_structure
 
 
 class CompiledFunction(nn.Cell):
@@ -24,6 +24,7 @@ class CompiledFunction(nn.Cell):
             setattr(self, f"owner_{i}", owner)
         self.loose_parameters = ParameterTuple(list(parameters)) if parameters else ()
         self.cache, self.label = cache, label
+        self.structure = cell_structure(fn, owners) if cache is not None else ()
         self._called_with = set()          # argument_specs whose graph this process has compiled or loaded
 
     @jit   # compiled in PyNative mode too (train.graph_mode: false), as the engine's pieces always were
@@ -35,14 +36,14 @@ class CompiledFunction(nn.Cell):
         arguments = argument_spec(args)
         if self.cache is None or arguments in self._called_with:
             return False
-        return self.cache.holds(self.cache.signature(self.label, arguments, self.get_parameters()))
+        return self.cache.holds(self.cache.signature(self.label, arguments, self.get_parameters(), self.structure))
 
     def __call__(self, *args):
         if self.cache is not None:
             arguments = argument_spec(args)
             if arguments not in self._called_with:
                 self._called_with.add(arguments)
-                signature = self.cache.signature(self.label, arguments, self.get_parameters())
+                signature = self.cache.signature(self.label, arguments, self.get_parameters(), self.structure)
                 with self.cache.compiling(self.label, signature):
                     return super().__call__(*args)
         return super().__call__(*args)

@@ -13,6 +13,7 @@ from tests.conftest import ASSETS, REPO
 
 # Compiles `sum(x @ w)` for each row count in argv[2] (in that order) through the engine's CompiledFunction and
 # compile cache; prints, per compile, whether it was loaded from the cache and whether the answer is right.
+# argv[3] == "twice": a cell of another class (same parameters, same config) computing twice that.
 SCRIPT = textwrap.dedent("""
     import json, sys
     import numpy as np
@@ -31,7 +32,12 @@ SCRIPT = textwrap.dedent("""
         def construct(self, x):
             return ops.matmul(x, self.w).sum()
 
-    net = Net()
+    class Twice(Net):
+        def construct(self, x):
+            return ops.matmul(x, self.w).sum() * 2
+
+    twice = sys.argv[3:] == ["twice"]
+    net = Twice() if twice else Net()
 
     def total(x):
         return net(x)
@@ -40,14 +46,14 @@ SCRIPT = textwrap.dedent("""
     for rows in map(int, sys.argv[2].split(",")):
         x = ms.Tensor(np.ones((rows, 4), np.float32))
         cached = graph.cached((x,))
-        print(json.dumps({"rows": rows, "cached": cached, "value": float(graph(x)), "expected": rows * 4 * 8.0}))
+        print(json.dumps({"rows": rows, "cached": cached, "value": float(graph(x)), "expected": rows * 4 * 8.0 * (1 + twice)}))
 """)
 
 
-def _compile_in_process(cache_dir, rows):
+def _compile_in_process(cache_dir, rows, *extra):
     script = cache_dir / "compile_sum.py"    # a file: MindSpore's cache hashes the entry script
     script.write_text(SCRIPT)
-    proc = subprocess.run([sys.executable, str(script), str(cache_dir), ",".join(map(str, rows))],
+    proc = subprocess.run([sys.executable, str(script), str(cache_dir), ",".join(map(str, rows)), *extra],
                           capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=REPO))
     assert proc.returncode == 0, proc.stderr[-2000:]
     return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -64,6 +70,14 @@ def test_a_graph_is_loaded_only_for_its_own_shapes(tmp_path):
     assert [r["cached"] for r in runs[1]] == [False, False]      # same graphs, other order: never loaded
     assert [r["cached"] for r in runs[2]] == [True, True]        # same order as the run before: both loaded
     assert [r["cached"] for r in runs[3]] == [False, False]
+
+
+def test_a_graph_is_not_loaded_for_cells_of_another_class(tmp_path):
+    """One config, one entry script, another cell class picked by a command-line argument (what
+    bench/diagnose_train.py's variants do): its own graph, never the other's."""
+    runs = [_compile_in_process(tmp_path, [2], *extra) for extra in ((), ("twice",), ("twice",))]
+    assert [r["value"] for run in runs for r in run] == [64.0, 128.0, 128.0]
+    assert [r["cached"] for run in runs for r in run] == [False, False, True]
 
 
 def test_the_key_ignores_host_only_settings_and_follows_the_graphs():
