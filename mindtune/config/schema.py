@@ -101,9 +101,10 @@ class TrainConfig:
     compile_cache: keep the compiled training graphs in $MINDTUNE_CACHE_DIR (default ~/.cache/mindtune)/graphs
         and load them in a later run whose graphs are the same (mindtune/engine/compile_cache.py: what decides
         that).
-    length_buckets: sft runs each batch at the shortest of this many sequence lengths (data.max_length, half
-        of it, a quarter, ...) that holds its longest row, instead of always at data.max_length; each length
-        compiles once. 1 pads every batch to data.max_length. The loss per token does not change.
+    length_buckets: sft runs each batch at the shortest of this many sequence lengths that holds its longest
+        row, instead of always at data.max_length; the lengths are planned before the run from the batches it
+        will read (the multiples of 8 that pad least; mindtune/engine/buckets.py), and each compiles once.
+        1 pads every batch to data.max_length. The loss per token does not change.
     eval_metrics: task metrics on greedy generations for data.eval's prompts at each evaluation (exact_match,
         contains, rouge, bleu), logged as eval_exact_match, eval_rougeL, ... (sft; full fine-tuning and LoRA).
     eval_max_new_tokens: the longest generation eval_metrics scores.

@@ -128,6 +128,11 @@ class Sampler:
         start = (k * self.world + self.rank) * self.batch
         return self._positions(start, start + self.batch)
 
+    def first_batches(self, count: int) -> list:
+        """The row ids of the stream's first `count` micro-batches, every rank's in order (the same list on every
+        rank): what a run will read, for planning its shapes before it starts."""
+        return [self._positions(j * self.batch, (j + 1) * self.batch) for j in range(count)]
+
     def seen(self, micro_batches: int) -> np.ndarray:
         """Rows drawn from each source by the whole world in its first `micro_batches` micro-batches per rank."""
         end = micro_batches * self.world * self.batch

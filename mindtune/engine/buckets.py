@@ -2,23 +2,42 @@
 
 Padding every batch to `data.max_length` makes a dataset of short rows pay for the longest row allowed. Trimming
 each batch to its own longest row would compile a new graph for every new length (Ascend runs static shapes;
-on CPU a SmolLM2 compile takes most of a minute), so a batch is cut to the smallest of `count` bucket lengths
-that still holds its longest row: max_length, max_length / 2, max_length / 4, ... (multiples of 8). Rows are
-right padded and attention is causal, so the cut removes only padding: every real token's loss is unchanged.
+on CPU a SmolLM2 compile takes most of a minute), so a batch is cut to the smallest of a few bucket lengths that
+still holds its longest row. The lengths are planned from the run's own batches before it starts: the `count`
+multiples of 8 that minimise the padded tokens of those batches (an exact dynamic programme over their longest
+rows), the longest of them holding the longest batch; `data.max_length` stays as a last resort for a batch no
+planned length holds. Rows are right padded and attention is causal, so the cut removes only padding: every
+real token's loss is unchanged.
 """
 import numpy as np
 
-MIN_BUCKET = 16
+MULTIPLE = 8
 
 
-def bucket_lengths(max_length: int, count: int) -> list:
-    """The compiled sequence lengths, longest last: max_length halved `count - 1` times, multiples of 8."""
-    lengths = {max_length}
-    length = max_length
+def plan_lengths(batch_longest, count: int, max_length: int) -> list:
+    """The bucket lengths for batches whose longest rows are `batch_longest`, shortest first: at most `count`
+    multiples of 8 minimising the sum over batches of the length each runs at, then `max_length`."""
+    need = np.minimum(-(-np.asarray(batch_longest, np.int64) // MULTIPLE) * MULTIPLE, max_length)
+    if need.size == 0 or count <= 1:
+        return [max_length]
+    lengths, batches = np.unique(need, return_counts=True)
+    held = np.cumsum(batches).astype(np.float64)       # batches that lengths[j] holds
+    # cost[k][j]: the least total length of the batches lengths[j] holds, with k + 1 buckets, lengths[j] the
+    # longest; came_from[k][j]: the next shorter bucket on that plan
+    cost, came_from = [lengths * held], [None]
     for _ in range(count - 1):
-        length = max(MIN_BUCKET, -(-length // 2 // 8) * 8)
-        lengths.add(min(length, max_length))
-    return sorted(lengths)
+        step = cost[-1][:, None] + lengths[None, :] * (held[None, :] - held[:, None])   # [shorter i, longer j]
+        step[np.tril_indices(len(lengths))] = np.inf
+        came_from.append(step.argmin(axis=0))
+        cost.append(step.min(axis=0))
+    k = int(np.argmin([c[-1] for c in cost]))
+    chosen, j = [], len(lengths) - 1
+    while True:
+        chosen.append(int(lengths[j]))
+        if k == 0:
+            break
+        j, k = int(came_from[k][j]), k - 1
+    return sorted(set(chosen) | {max_length})
 
 
 def longest_row(input_ids: np.ndarray, pad_id: int) -> int:

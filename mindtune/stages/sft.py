@@ -3,7 +3,7 @@ import numpy as np
 
 from mindtune.data.formats import sft_messages
 from mindtune.data.loading import stage_sets
-from mindtune.engine.buckets import bucket_lengths, trim_batch
+from mindtune.engine.buckets import plan_lengths, trim_batch
 from mindtune.engine.losses import CausalLMLoss
 from mindtune.engine.trainer import Trainer, TrainTask
 from mindtune.eval.training import build_evaluator, check_training_eval
@@ -30,7 +30,10 @@ def run(config) -> dict:
         print("task metrics at the start: " + ", ".join(f"{k[5:]} {v:.3f}" for k, v in start.items()), flush=True)
 
     sampler = run.sampler(train)
-    buckets = bucket_lengths(cfg.data.max_length, cfg.train.length_buckets)
+    buckets = planned_lengths(cfg, train, eval_set, sampler)
+    if run.rank == 0 and len(buckets) > 1:
+        print(f"sft: batches run at {', '.join(map(str, buckets[:-1]))} tokens (train.length_buckets="
+              f"{cfg.train.length_buckets}, planned from the run's batches; {buckets[-1]} for any other)", flush=True)
 
     def train_batch(k):
         return trim_batch(train.batch(sampler.indices(k)), pad, buckets)
@@ -55,6 +58,21 @@ def run(config) -> dict:
         summary["eval_at_start"] = evaluator.first["scores"]
     print_summary(run, summary, extra=evaluator.report() if evaluator is not None else "")
     return summary
+
+
+PLANNED_BATCHES = 20_000   # the bucket plan reads the lengths of at most this many micro-batches (about 1 s)
+
+
+def planned_lengths(cfg, train, eval_set, sampler) -> list:
+    """The run's bucket lengths, planned from the longest row of each batch it will train and evaluate on."""
+    if cfg.train.length_buckets == 1:
+        return [cfg.data.max_length]
+    count = min(cfg.train.max_steps * cfg.train.grad_accum * sampler.world, PLANNED_BATCHES)
+    longest = [train.lengths[idx].max() for idx in sampler.first_batches(count)]
+    if eval_set is not None:
+        b = cfg.train.batch_size
+        longest += [eval_set.lengths[i:i + b].max() for i in range(0, len(eval_set), b)]
+    return plan_lengths(longest, cfg.train.length_buckets, cfg.data.max_length)
 
 
 def check_rows(rows):

@@ -85,3 +85,14 @@ def test_group_by_length_sorts_each_mega_batch_and_keeps_its_rows():
     assert pad(grouped) < pad(plain) / 5
     assert Sampler(grouped.stream, batch, lengths=lengths, group_by_length=True).indices(77).tolist() == \
         grouped.indices(77).tolist()
+
+
+@pytest.mark.parametrize("grouped", [False, True], ids=["shuffled", "group_by_length"])
+def test_first_batches_are_every_ranks_micro_batches_in_order(grouped):
+    """What the bucket plan reads: the same list on every rank, rank 0's micro-batch k then rank 1's, ..."""
+    data = FakeSet([500], [1], np.random.default_rng(2).integers(5, 90, 500))
+    world, batch = 3, 4
+    ranks = [make_sampler(data, batch, seed=9, world=world, rank=r, group_by_length=grouped) for r in range(world)]
+    expected = [ranks[r].indices(k).tolist() for k in range(5) for r in range(world)]
+    for sampler in ranks:
+        assert [b.tolist() for b in sampler.first_batches(5 * world)] == expected

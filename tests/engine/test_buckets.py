@@ -2,16 +2,22 @@
 import numpy as np
 import pytest
 
-from mindtune.engine.buckets import bucket_lengths, longest_row, trim_batch
+from mindtune.engine.buckets import longest_row, plan_lengths, trim_batch
 
 PAD = 0
 
 
-def test_bucket_lengths():
-    assert bucket_lengths(512, 4) == [64, 128, 256, 512]
-    assert bucket_lengths(100, 3) == [32, 56, 100]      # halves rounded up to multiples of 8
-    assert bucket_lengths(64, 1) == [64]
-    assert bucket_lengths(32, 8) == [16, 32]            # never below 16, no duplicates
+def test_plan_lengths_minimises_the_padded_length():
+    # longest rows 10, 12, 30, 31, 60, 100 need 16, 16, 32, 32, 64, 104 (multiples of 8); with two buckets
+    # {32, 104} costs 32 * 4 + 104 * 2 = 336, less than {16, 104} (448) and {64, 104} (424)
+    longest = [60, 10, 100, 31, 12, 30]
+    assert plan_lengths(longest, 2, 128) == [32, 104, 128]     # max_length last, for a batch no plan holds
+    # three: {32, 64, 104} costs 296, {16, 32, 104} 304, {16, 64, 104} 328
+    assert plan_lengths(longest, 3, 128) == [32, 64, 104, 128]
+    assert plan_lengths(longest, 8, 128) == [16, 32, 64, 104, 128]   # never more lengths than the batches need
+    assert plan_lengths(longest, 1, 128) == [128]              # one bucket: every batch at max_length
+    assert plan_lengths([], 3, 128) == [128]
+    assert plan_lengths([130, 5], 2, 128) == [8, 128]          # never beyond max_length
 
 
 def test_trim_to_smallest_bucket_that_holds_the_longest_row():
@@ -54,3 +60,27 @@ def test_loss_per_token_unchanged_by_the_cut(method, tmp_path):
     short = cell(ms.Tensor(short_ids), ms.Tensor(short_labels))
     assert float(short[1][0].asnumpy()) == float(padded[1][0].asnumpy()) == 13
     assert float(short[0].asnumpy()) == pytest.approx(float(padded[0].asnumpy()), rel=1e-5)
+
+
+def test_the_plan_reads_the_batches_the_run_will_train_and_evaluate_on():
+    from types import SimpleNamespace
+
+    from mindtune.data.sampler import make_sampler
+    from mindtune.stages.sft import planned_lengths
+
+    class Rows(SimpleNamespace):
+        def __len__(self):
+            return len(self.lengths)
+
+    lengths = np.random.default_rng(3).integers(10, 200, 64)
+    train = Rows(lengths=lengths)
+    cfg = SimpleNamespace(train=SimpleNamespace(length_buckets=3, max_steps=5, grad_accum=2, batch_size=4),
+                          data=SimpleNamespace(max_length=256))
+    sampler = make_sampler(64, 4, seed=1)
+    read = [lengths[sampler.indices(k)].max() for k in range(10)]     # 5 steps x 2 micro-batches
+    assert planned_lengths(cfg, train, None, sampler) == plan_lengths(read, 3, 256)
+    evaluated = Rows(lengths=np.array([230, 20, 20, 20, 20]))   # two eval batches: 230 and 20
+    assert planned_lengths(cfg, train, evaluated, sampler) == plan_lengths(read + [230, 20], 3, 256)
+    assert 232 in planned_lengths(cfg, train, evaluated, sampler)
+    cfg.train.length_buckets = 1
+    assert planned_lengths(cfg, train, evaluated, sampler) == [256]
