@@ -4,6 +4,7 @@ import json
 import os
 import sys
 
+from mindtune.atomic import atomic_write
 from mindtune.errors import ConfigError
 
 STAGES = ("sft", "rm", "dpo", "ppo", "grpo")
@@ -180,9 +181,6 @@ def _write_output(path, plan, req, args):
               f"# estimate: {plan.memory.total / (1024 ** 3):.1f} GB per device, {plan.tokens_per_second:.0f} "
               f"tokens/s per device, global batch {plan.strategy.global_batch}\n"
               f"# Use it as `base:` of a run config, or copy these sections into one.\n")
-    tmp = path + ".tmp"
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(path) as f:
         f.write(header)
         yaml.safe_dump(section, f, sort_keys=False)
-    os.replace(tmp, path)

@@ -3,6 +3,7 @@ import os
 
 import yaml
 
+from mindtune.atomic import atomic_write
 from mindtune.config.loader import apply_overrides, load_layers
 from mindtune.config.schema import ExperimentConfig, build
 from mindtune.errors import ConfigError
@@ -24,10 +25,8 @@ def load_config(path=None, overrides=(), defaults: dict = None) -> ExperimentCon
 
 def save_config(config: ExperimentConfig, path: str):
     """Write the resolved config (every key, defaults included) as yaml."""
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(path) as f:
         yaml.safe_dump(config.to_dict(), f, sort_keys=False)
-    os.replace(tmp, path)
 
 
 def require_file(key: str, path, what: str = "file"):

@@ -1,8 +1,8 @@
 """Row checks and chat-message normalisation shared by every stage; `read_rows` reads any supported file, reporting bad rows as file:line."""
 import json
-import os
 from typing import List, Tuple
 
+from mindtune.atomic import atomic_write
 from mindtune.errors import DataError
 
 ROLES = ("system", "user", "assistant")
@@ -17,12 +17,9 @@ def read_rows(path: str, key: str = "data.train", columns: dict = None) -> List[
 
 def write_rows(path: str, rows):
     """Write dicts as JSON Lines atomically (a temporary file renamed over `path`)."""
-    tmp = path + ".tmp"
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(path) as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
 
 
 def _text(row: dict, field: str, where: str, required: bool = True) -> str:

@@ -21,6 +21,7 @@ import json
 import os
 import sys
 
+from mindtune.atomic import atomic_write
 from mindtune.data.cache import default_cache_dir, locked
 
 # Config keys that never reach a compiled graph: the host reads them (data arrives as arrays whose shapes are in
@@ -140,7 +141,8 @@ class CompileCache:
                 ms.set_context(enable_compile_cache=False)
             if self._files(index):
                 manifest[str(index)] = {"graph": label, "signature": signature}
-                _write_json(self.manifest_path, manifest)
+                with atomic_write(self.manifest_path) as f:
+                    json.dump(manifest, f)
 
     def _files(self, index: int) -> list:
         # compile_cache_<index>.mindir; under msrun MindSpore prefixes the process's role: MS_WORKERcompile_cache_0
@@ -212,10 +214,3 @@ def argument_spec(args) -> str:
         shape = getattr(value, "shape", None)
         return [list(shape), str(value.dtype)] if shape is not None else repr(value)
     return json.dumps(spec(args))
-
-
-def _write_json(path: str, data: dict):
-    partial = f"{path}.{os.getpid()}.partial"
-    with open(partial, "w") as fh:
-        json.dump(data, fh)
-    os.replace(partial, path)

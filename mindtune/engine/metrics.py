@@ -5,6 +5,8 @@ import math
 import os
 import sys
 
+from mindtune.atomic import atomic_write
+
 
 class MetricsLog:
     """Writes nothing when `enabled` is false (every rank but 0 of a distributed run)."""
@@ -30,10 +32,9 @@ class MetricsLog:
         if not os.path.isfile(self.path):
             return
         kept = [line for line in read_metrics(self.path) if line.get("step", 0) <= step]
-        with open(self.path + ".tmp", "w", encoding="utf-8") as f:
+        with atomic_write(self.path) as f:
             for row in kept:
                 f.write(json.dumps(row) + "\n")
-        os.replace(self.path + ".tmp", self.path)
 
     def log(self, row: dict):
         if not self.enabled:

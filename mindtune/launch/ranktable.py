@@ -27,6 +27,7 @@ import subprocess
 import sys
 from typing import Dict, List
 
+from mindtune.atomic import atomic_write
 from mindtune.errors import ConfigError
 
 
@@ -44,12 +45,9 @@ def load(path: str) -> dict:
 
 
 def save(table: dict, path: str):
-    tmp = path + ".tmp"
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(path) as f:
         json.dump(table, f, indent=2)
         f.write("\n")
-    os.replace(tmp, path)
 
 
 def version(table: dict) -> str:

@@ -12,17 +12,16 @@ import runpy
 import sys
 import traceback
 
+from mindtune.atomic import atomic_write
+
 
 def _record(name: str, text: str):
     folder = os.environ.get("MINDTUNE_STATUS_DIR")
     rank = os.environ.get("RANK_ID")
     if not folder or rank is None or os.environ.get("MS_ROLE") == "MS_SCHED":
         return
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".rank_{rank}.{name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(os.path.join(folder, f"rank_{rank}.{name}")) as f:
         f.write(text)
-    os.replace(tmp, os.path.join(folder, f"rank_{rank}.{name}"))
 
 
 def main(argv) -> int:

@@ -45,7 +45,7 @@ def _fold(resolved, seed: int):
     """(spec, weights, extras, method) for a resolved model or adapter directory."""
     import numpy as np
 
-    from mindtune.peft.virtual import PREFIX_KV, PROMPT_EMBEDDINGS
+    from mindtune.peft.virtual import PROMPT_EMBEDDINGS
 
     if resolved.model_dir is None or not resolved.model_dir.is_adapter:
         return resolved.spec, resolved.base_weights(seed), {}, "none"

@@ -14,6 +14,7 @@ import os
 import numpy as np
 from mindspore import nn, ops
 
+from mindtune.atomic import atomic_write
 from mindtune.data.loading import stage_sets
 from mindtune.engine import compile_cache
 from mindtune.engine.graph import CompiledFunction
@@ -154,10 +155,9 @@ def reference_logps(run, reference, sets: dict, batch_size: int, pad_id: int) ->
     compute = ReferenceLogps(reference, run.config, batch_size, pad_id, run.rank)
     found = {name: compute(data) for name, data in sets.items()}
     if run.rank == 0:
-        tmp = path + ".tmp.npz"
-        np.savez(tmp, **{f"{n}_{side}": v for n, (c, r) in found.items() for side, v in (("chosen", c),
+        with atomic_write(path, "wb") as f:
+            np.savez(f, **{f"{n}_{side}": v for n, (c, r) in found.items() for side, v in (("chosen", c),
                                                                                           ("rejected", r))})
-        os.replace(tmp, path)
     return found
 
 
