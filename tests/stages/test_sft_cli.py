@@ -1,6 +1,7 @@
 """The SFT stage through the real CLI on a tiny model: training, outputs, resume, crash safety, fp16."""
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -52,6 +53,14 @@ def test_loss_falls_and_run_directory_is_complete(cli, config_file, tmp_path):
     assert (out / "model" / "model.safetensors").is_file() and (out / "model" / "tokenizer.json").is_file()
     assert [s for s, _ in list_checkpoints(str(out))] == [20, 30]  # save_total_limit 2
     assert "loss:" in stdout and "tokens/s" in stdout and str(out) in stdout
+    # the bucket lengths planned from the run's batches, and every training graph compiled at one of them
+    planned = re.search(r"sft: batches run at ([\d, ]+) tokens \(train.length_buckets=3, planned from the run's "
+                        r"batches; 48 for any other\)", stdout)
+    assert planned, stdout
+    lengths = [int(n) for n in planned.group(1).split(", ")]
+    assert 1 <= len(lengths) <= 3 and all(n % 8 == 0 and n < 48 for n in lengths), lengths
+    compiled = {int(n) for n in re.findall(r"compiling the training step for batches of 4x(\d+)", stderr)}
+    assert compiled and compiled <= set(lengths), (compiled, lengths)
 
 
 def test_resume_after_kill_reproduces_the_uninterrupted_run(cli, config_file, tmp_path):
