@@ -1,11 +1,11 @@
 """One epoch of LoRA SFT on rows of long-tailed length: mindtune (length-grouped batches, length buckets) vs
 Hugging Face transformers + PEFT padding each shuffled batch to its longest row, in the same run.
 
-    python bench/bench_epoch.py [--rows 160] [--batch 4] [--max-length 256] [--no-ref]
+    python bench/bench_epoch.py [--rows 160] [--batch 4] [--max-length 256] [--length-buckets N] [--no-ref]
 
 The rows are synthetic chat turns (a user asks to repeat some words; the assistant does) whose response lengths
 follow a log-normal distribution: most rows far below max_length, a few near it. mindtune trains on them through
-`mindtune train` (data.group_by_length, train.length_buckets at its default); the reference
+`mindtune train` (data.group_by_length, train.length_buckets at its default or --length-buckets); the reference
 (bench/ref_torch_sft_epoch.py, in REF_PYTHON's own environment) trains on exactly the token ids and labels
 mindtune's data cache holds. Both: SmolLM2-135M fp32, LoRA r=8, alpha=16 on q/k/v/o, AdamW lr 1e-4, no clipping.
 mindtune compiles one graph per bucket length the first time it meets it: the table gives the epoch's steady
@@ -42,11 +42,12 @@ def write_rows(path: str, rows: int, max_words: int, seed: int = 0) -> np.ndarra
     return counts
 
 
-def run_mindtune(model, data, out, batch, max_length, steps) -> dict:
+def run_mindtune(model, data, out, batch, max_length, steps, buckets=None) -> dict:
     overrides = [f"model.path={model}", f"data.train={data}", f"data.max_length={max_length}",
                  "data.group_by_length=true", "peft.method=lora", "peft.rank=8", "peft.alpha=16",
                  f"train.batch_size={batch}", f"train.max_steps={steps}", "train.lr=1e-4",
                  "train.schedule=constant", "train.max_grad_norm=0", "train.log_every=1", f"output_dir={out}"]
+    overrides += [f"train.length_buckets={buckets}"] if buckets else []
     config = os.path.join(os.path.dirname(out), "sft.yaml")
     with open(config, "w", encoding="utf-8") as f:
         f.write("stage: sft\n")
@@ -90,6 +91,7 @@ def main():
     p.add_argument("--rows", type=int, default=160)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--length-buckets", type=int, help="train.length_buckets (default: the config's default)")
     p.add_argument("--no-ref", action="store_true")
     a = p.parse_args()
     work = tempfile.mkdtemp(prefix="bench-epoch-")
@@ -97,8 +99,9 @@ def main():
     write_rows(data, a.rows, max_words=a.max_length // 3)
     steps = -(-a.rows // a.batch)
     os.environ["MINDTUNE_CACHE_DIR"] = os.path.join(work, "cache")    # an empty compile cache for the first run
-    mine = run_mindtune(a.model, data, os.path.join(work, "run"), a.batch, a.max_length, steps)
-    warm = run_mindtune(a.model, data, os.path.join(work, "run_warm"), a.batch, a.max_length, steps)
+    mine = run_mindtune(a.model, data, os.path.join(work, "run"), a.batch, a.max_length, steps, a.length_buckets)
+    warm = run_mindtune(a.model, data, os.path.join(work, "run_warm"), a.batch, a.max_length, steps,
+                        a.length_buckets)
     rows, real = export_rows(a.model, data, a.max_length, os.path.join(work, "rows.npz"))
     result = {"rows": rows, "real_tokens": real, "batch": a.batch, "max_length": a.max_length, "mindtune": mine,
               "mindtune_warm": warm}
