@@ -46,7 +46,8 @@ SCRIPT = textwrap.dedent("""
     for rows in map(int, sys.argv[2].split(",")):
         x = ms.Tensor(np.ones((rows, 4), np.float32))
         cached = graph.cached((x,))
-        print(json.dumps({"rows": rows, "cached": cached, "value": float(graph(x)), "expected": rows * 4 * 8.0 * (1 + twice)}))
+        expected = rows * 4 * 8.0 * (2 if twice else 1)
+        print(json.dumps({"rows": rows, "cached": cached, "value": float(graph(x)), "expected": expected}))
 """)
 
 
