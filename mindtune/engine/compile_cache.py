@@ -10,8 +10,8 @@ first step 65 s cold, 12 s warm). What MindSpore 2.9.0's cache does not do, meas
 - a graph compiled from an `ms.jit` function binds no parameters when loaded (see engine/graph.py).
 So mindtune turns the cache on only around its own compiles (MindSpore then counts only those), keeps one
 directory per process keyed by everything that decides the graphs' contents, and records in a manifest which
-graph (name, argument shapes, parameter shapes, cell classes) each index holds: an index whose graph differs is deleted before
-MindSpore can load it. A lock per directory keeps two runs from writing the same index at once.
+graph (name, argument shapes, parameter shapes, cell classes) each index holds: an index whose graph differs is
+deleted before MindSpore can load it. A lock per directory keeps two runs from writing the same index at once.
 """
 import contextlib
 import functools
