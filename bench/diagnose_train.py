@@ -32,6 +32,7 @@ VARIANTS = {
     "hidden_mean": dict(loss="hidden_mean"),
     "seq128": dict(seq=128),
     "seq128_hidden": dict(seq=128, loss="hidden_mean"),
+    "seq128_lora_wq": dict(seq=128, targets=("wq",)),        # 30 LoRA branches instead of 120
     "recompute": dict(recompute="full"),
     "pynative": dict(graph=False),
     "full": dict(method="none"),
@@ -81,6 +82,8 @@ def child(variant: dict, steps: int) -> dict:
                  "train.schedule=constant", "train.max_grad_norm=0", f"train.graph_mode={v['graph']}",
                  f"parallel.recompute={v['recompute']}", f"output_dir={out}", "train.save_every=0",
                  "train.compile_cache=false"]   # each variant compiles: its first step is measured
+    if v.get("targets"):
+        overrides.append(f"peft.target_modules=[{', '.join(v['targets'])}]")
     started = time.perf_counter()
     config = load_config(None, overrides)
     run = prepare_run(config, check_inputs(config, need_tokenizer=False))
