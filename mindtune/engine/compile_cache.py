@@ -197,11 +197,9 @@ def prune(graphs_root: str, keep: int = KEEP_RUNS, idle_seconds: float = 3600.0)
 
 
 def cell_structure(fn, cells) -> list:
-    """The compiled function's name and every cell's path and class under `cells`."""
+    """The compiled function's name and every cell's path and class under `cells` (CompiledFunction's owners)."""
     out = [f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"]
     for cell in cells:
-        if not hasattr(cell, "cells_and_names"):   # a loose Parameter
-            continue
         out += [f"{name}:{type(c).__module__}.{type(c).__qualname__}" for name, c in cell.cells_and_names()]
     return out
 
