@@ -54,7 +54,9 @@ class DataConfig:
     max_length: tokens per sequence after the chat template.
     truncation: keep_response (cut the prompt from its start first), right (cut the end), drop (skip long rows).
     train_on_prompt: put labels on prompt tokens too (default: loss on response tokens only).
-    packing: several samples per sequence; not supported by the legacy MindFormers Llama on CPU (see README).
+    packing: SFT: pack whole rows into sequences of max_length tokens (best-fit decreasing, once per run), each row
+        attending only to itself with its own positions, so a token's loss is what it is unpadded;
+        train.batch_size then counts packed sequences. Not with peft.method prompt or ptuning.
     eval_rows: at most this many rows of the eval file are used (0 = all).
     cache_dir: where tokenized data is cached (default: $MINDTUNE_CACHE_DIR, else ~/.cache/mindtune); an entry is
         keyed by the data's contents, tokenizer, chat template and the settings above, and reused by every run.

@@ -14,14 +14,19 @@ def token_log_probs(logits, labels):
 
 
 class CausalLMLoss(nn.Cell):
-    """Mean next-token cross-entropy over the labelled positions. Returns (loss, (labelled token count,))."""
+    """Mean next-token cross-entropy over the labelled positions. Returns (loss, (labelled token count,)).
+
+    positions, segments: given for packed sequences (mindtune.data.packing), passed on to the network."""
 
     def __init__(self, network):
         super().__init__(auto_prefix=False)
         self.network = network
 
-    def construct(self, input_ids, labels):
-        logits, _ = self.network(input_ids)
+    def construct(self, input_ids, labels, positions=None, segments=None):
+        if segments is None:
+            logits, _ = self.network(input_ids)
+        else:
+            logits, _ = self.network(input_ids, None, None, positions, segments)
         logp, mask = token_log_probs(logits, labels)
         count = mask.sum()
         loss = -logp.sum() / ops.maximum(count, 1.0)

@@ -53,8 +53,8 @@ class PrefixLM(nn.Cell):
         self.lm = lm
         self.source = source
 
-    def construct(self, input_ids, input_embeds=None, prefix_keys_values=None):
-        return self.lm(input_ids, input_embeds, self.source(input_ids.shape[0]))
+    def construct(self, input_ids, input_embeds=None, prefix_keys_values=None, positions=None, segments=None):
+        return self.lm(input_ids, input_embeds, self.source(input_ids.shape[0]), positions, segments)
 
 
 def fill_id(spec) -> int:

@@ -51,9 +51,11 @@ def check_inputs(config, need_tokenizer: bool = True):
             raise DataError(f"{source.key}: data file not found: {source.path}")
     from mindtune import peft
     peft.check(config.peft)
-    if config.data.packing:
-        raise ConfigError("data.packing: MindFormers' legacy Llama applies an explicit attention mask only with "
-                          "flash attention (Ascend); packing is not available on this path, use padding")
+    if config.data.packing and config.stage != "sft":
+        raise ConfigError(f"data.packing: packs SFT rows; stage {config.stage!r} does not pack, set it to false")
+    if config.data.packing and config.peft.method in ("prompt", "ptuning"):
+        raise ConfigError(f"data.packing: peft.method={config.peft.method} puts its virtual tokens in front of each "
+                          "sequence, not of each packed row; set data.packing to false")
     if config.device == "cpu" and config.parallel.device_num > 1 and config.parallel.model_parallel * \
             config.parallel.pipeline_stage * config.parallel.context_parallel > 1:
         raise ConfigError("parallel: tensor/pipeline/context parallelism needs Ascend (semi-auto parallel does "
@@ -162,8 +164,10 @@ def save_final(run: Run, adapted, extra_weights: dict = None, meta: dict = None)
 
 def mixture_log_row(config, sampler: Sampler, data):
     """TrainTask.log_row for a mixture: each logged row gets rows_<source> = rows of that source the whole
-    world has drawn so far; None (the engine's own cadence) for one source."""
+    world has drawn so far (packs_<source> when data.packing draws packs); None (the engine's own cadence) for
+    one source."""
     names = getattr(data, "names", [])
+    unit = getattr(data, "unit", "rows")
     if len(names) < 2:
         return None
     cfg = config.train
@@ -173,7 +177,7 @@ def mixture_log_row(config, sampler: Sampler, data):
         if done % cfg.log_every and done != cfg.max_steps and not any(k.startswith("eval_") for k in row):
             return None
         seen = sampler.seen(done * cfg.grad_accum)
-        return {**row, **{f"rows_{name}": int(n) for name, n in zip(names, seen)}}
+        return {**row, **{f"{unit}_{name}": int(n) for name, n in zip(names, seen)}}
     return log_row
 
 
@@ -215,6 +219,8 @@ def run_fingerprint(config) -> dict:
 
     for key in FINGERPRINT_KEYS:
         put(key, get(key))
+    if config.data.packing:   # recorded only when on, so checkpoints from before the key existed still resume
+        put("data.packing", True)
     if config.stage in values and config.stage not in ("sft",):
         put(config.stage, values[config.stage])
     from mindtune.data.cache import file_digest

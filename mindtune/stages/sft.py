@@ -2,7 +2,9 @@
 import numpy as np
 
 from mindtune.data.formats import sft_messages
-from mindtune.data.loading import stage_sets
+from mindtune.data.loading import is_lead_process, stage_sets
+from mindtune.data.packing import PackedSFTSet
+from mindtune.data.sets import SFTSet
 from mindtune.engine.buckets import plan_lengths, trim_batch
 from mindtune.engine.losses import CausalLMLoss
 from mindtune.engine.trainer import Trainer, TrainTask
@@ -17,12 +19,15 @@ def run(config) -> dict:
     cfg, resolved = config, checked[1]
     tok, pad = resolved.tokenizer, resolved.spec.pad_token_id
     train, eval_set = stage_sets(cfg, tok, pad)   # tokenized once into the cache, read memory-mapped
+    rows = train
+    if cfg.data.packing:
+        train, eval_set = packed(cfg, train), packed(cfg, eval_set) if eval_set is not None else None
     eval_rows = check_training_eval(cfg)   # train.eval_metrics: task metrics on generations
     run = prepare_run(config, checked)
     lm, adapted = build_adapted(run)
     trainable, total = count_parameters(adapted)
     if run.rank == 0:
-        print(f"sft: {len(train)} training rows ({train.dropped} dropped as too long), peft={cfg.peft.method}, "
+        print(f"sft: {len(rows)} training rows ({rows.dropped} dropped as too long), peft={cfg.peft.method}, "
               f"trainable parameters {trainable:,} / {total:,} ({100 * trainable / total:.3f}%)", flush=True)
     evaluator = build_evaluator(eval_rows, cfg, resolved, adapted, run.profile) if eval_rows else None
     if evaluator is not None and run.rank == 0:
@@ -41,8 +46,10 @@ def run(config) -> dict:
     def eval_batches():
         b = cfg.train.batch_size
         for i in range(0, len(eval_set), b):
-            xs, ys = eval_set.batch(np.arange(i, min(i + b, len(eval_set))))
-            yield trim_batch((_pad_batch(xs, b, pad), _pad_batch(ys, b, -100)), pad, buckets)
+            arrays = eval_set.batch(np.arange(i, min(i + b, len(eval_set))))
+            # filler rows: pad ids, no labels (and, packed, no row)
+            yield trim_batch(tuple(_pad_batch(x, b, fill) for x, fill in zip(arrays, (pad, -100, 0, 0))), pad,
+                             buckets)
 
     task = TrainTask(loss_cell=CausalLMLoss(adapted.network), aux_names=("label_tokens",),
                      trainable=adapted.trainable, train_batch=train_batch,
@@ -58,6 +65,15 @@ def run(config) -> dict:
         summary["eval_at_start"] = evaluator.first["scores"]
     print_summary(run, summary, extra=evaluator.report() if evaluator is not None else "")
     return summary
+
+
+def packed(cfg, rows: SFTSet) -> PackedSFTSet:
+    """`rows` packed into sequences of data.max_length tokens, with a line saying how full they are."""
+    packs = PackedSFTSet(rows, cfg.data.max_length)
+    if is_lead_process():
+        print(f"sft: packed {len(rows)} rows into {len(packs)} sequences of {cfg.data.max_length} tokens "
+              f"({100 * packs.fill:.1f}% of positions hold a token)", flush=True)
+    return packs
 
 
 PLANNED_BATCHES = 20_000   # the bucket plan reads the lengths of at most this many micro-batches (about 1 s)

@@ -107,9 +107,12 @@ def build(name, c: Case):
             "there, or use the CPU"
     if name == "max_length_beyond_positions":
         return train + ["data.max_length=4096"], "data.max_length: 4096 is more than the model's 512 positions"
-    if name == "packing_on_cpu":
-        return train + ["data.packing=true"], "data.packing: MindFormers' legacy Llama applies an explicit " \
-            "attention mask only with flash attention (Ascend); packing is not available on this path, use padding"
+    if name == "packing_outside_sft":
+        return train + ["data.packing=true", "stage=dpo", f"data.train={a}/demo_pref_train.jsonl"], \
+            "data.packing: packs SFT rows; stage 'dpo' does not pack, set it to false"
+    if name == "packing_with_soft_prompt":
+        return train + ["data.packing=true", "peft.method=prompt"], "data.packing: peft.method=prompt puts its " \
+            "virtual tokens in front of each sequence, not of each packed row; set data.packing to false"
     if name == "parallel_without_launcher":
         return train + ["parallel.data_parallel=2"], "parallel: the plan needs 2 devices but this process runs " \
             "alone; launch it with scripts/msrun_launcher.sh --workers 2"
@@ -235,7 +238,8 @@ def build(name, c: Case):
 CASES = {
     "config": ["unknown_key", "unknown_nested_key", "wrong_type", "below_minimum_in_file", "lr_negative",
                "grad_accum_zero", "dropout_one", "unknown_peft_method", "unknown_stage", "bad_yaml", "top_level_list",
-               "missing_base", "missing_config", "bf16_on_cpu", "ascend_without_npu", "max_length_beyond_positions", "packing_on_cpu",
+               "missing_base", "missing_config", "bf16_on_cpu", "ascend_without_npu", "max_length_beyond_positions",
+               "packing_outside_sft", "packing_with_soft_prompt",
                "parallel_without_launcher", "tensor_parallel_on_cpu", "sequence_parallel_without_tp"],
     "data": ["missing_data_file", "data_is_a_directory", "invalid_json_row", "missing_field", "row_not_an_object",
              "empty_file", "unknown_role", "no_assistant_turn", "empty_output", "bad_eval_row", "sft_rows_for_rm"],

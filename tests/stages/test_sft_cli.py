@@ -137,3 +137,22 @@ def test_training_continues_from_an_adapter_of_a_resized_preset(cli, config_file
     assert code == 0, stderr
     meta = json.loads((second / "model" / "mindtune_model.json").read_text())
     assert meta["format"] == "mindtune-adapter" and meta["base_model"] == "tiny" and meta["spec"]["num_layers"] == 3
+
+
+def test_packing_keeps_the_loss_of_every_token(cli, config_file, tmp_path):
+    """Packed rows give the evaluation loss of the same rows unpacked (lr 0: the model stays as loaded), and the
+    packed run trains on full-length sequences only: one compiled shape for the training step."""
+    args = ("train.max_steps=2", "train.lr=0", "train.warmup_steps=0", "peft.method=lora")
+    code, _, stderr = train(cli, config_file, tmp_path / "padded", *args)
+    assert code == 0, stderr
+    code, stdout, stderr = train(cli, config_file, tmp_path / "packed", *args, "data.packing=true")
+    assert code == 0, stderr
+    # 167 rows of 19-45 tokens: best-fit decreasing puts at most two in a 48-token sequence
+    packed = re.search(r"sft: packed 167 rows into (\d+) sequences of 48 tokens \((\d+\.\d)% of positions hold a "
+                       r"token\)", stdout)
+    assert packed and 84 <= int(packed.group(1)) < 167, stdout
+    padded_eval = read_metrics(tmp_path / "padded" / "metrics.jsonl")[-1]["eval_loss"]
+    packed_eval = read_metrics(tmp_path / "packed" / "metrics.jsonl")[-1]["eval_loss"]
+    assert abs(packed_eval - padded_eval) < 1e-5, (packed_eval, padded_eval)
+    compiled = re.findall(r"compiling the training step for batches of 4x(\d+)", stderr)
+    assert compiled == ["48"], compiled
