@@ -62,3 +62,21 @@ def test_a_packed_batch_holds_each_row_with_its_own_positions_and_segment():
     assert positions.tolist() == [[0, 1, 2, 3, 0, 1, 2, 0], [0, 1, 2, 3, 4, 5, 0, 0]]
     assert segments.tolist() == [[1, 1, 1, 1, 2, 2, 2, 0], [1, 1, 1, 1, 1, 1, 0, 0]]
     assert all(a.dtype == np.int32 and a.shape == (2, 8) for a in (ids, labels, positions, segments))
+
+
+def test_a_mixture_draws_and_logs_packs_of_each_source():
+    from types import SimpleNamespace
+
+    from mindtune.data.sampler import make_sampler
+    from mindtune.stages.common import mixture_log_row
+
+    short = [([1, 2], [2, IGNORE])] * 8               # 4 packs of two rows at capacity 4
+    long = [([1, 2, 3, 4], [2, 3, 4, IGNORE])] * 3    # 3 packs of one row
+    packed = PackedSFTSet(Rows([short, long]), capacity=4)
+    assert packed.sizes == [4, 3] and len(packed) == 7
+    sampler = make_sampler(packed, batch_size=1, seed=0)
+    drawn = [int(sampler.indices(k)[0]) for k in range(5)]
+    config = SimpleNamespace(train=SimpleNamespace(log_every=1, max_steps=5, grad_accum=1))
+    row = mixture_log_row(config, sampler, packed)(4, {"loss": 1.0})
+    assert row["packs_a"] == sum(d < 4 for d in drawn) and row["packs_b"] == sum(d >= 4 for d in drawn)
+    assert "rows_a" not in row
