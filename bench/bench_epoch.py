@@ -1,7 +1,8 @@
 """One epoch of LoRA SFT on rows of long-tailed length: mindtune (length-grouped batches, length buckets) vs
 Hugging Face transformers + PEFT padding each shuffled batch to its longest row, in the same run.
 
-    python bench/bench_epoch.py [--rows 160] [--batch 4] [--max-length 256] [--length-buckets N] [--no-ref]
+    python bench/bench_epoch.py [--rows 160] [--batch 4] [--max-length 256] [--length-buckets N]
+                                [--packing [--packed-batch 1]] [--no-ref]
 
 The rows are synthetic chat turns (a user asks to repeat some words; the assistant does) whose response lengths
 follow a log-normal distribution: most rows far below max_length, a few near it. mindtune trains on them through
@@ -12,6 +13,10 @@ mindtune compiles one graph per bucket length the first time it meets it: the ta
 time (steps that compiled left out), the compile time, and the total; then mindtune runs the epoch once more
 in a new process that loads those graphs from the first run's compile cache (`mindtune_warm`), as a second run of
 the same configuration does.
+
+--packing trains mindtune on packed sequences instead (data.packing: whole rows packed into sequences of
+max_length tokens, each row attending only to itself), --packed-batch of them a step (default 1: about as many rows
+a step as the reference's batch of 4 short rows); the reference is unchanged.
 """
 import argparse
 import json
@@ -42,9 +47,10 @@ def write_rows(path: str, rows: int, max_words: int, seed: int = 0) -> np.ndarra
     return counts
 
 
-def run_mindtune(model, data, out, batch, max_length, steps, buckets=None) -> dict:
+def run_mindtune(model, data, out, batch, max_length, steps, buckets=None, packing=False) -> dict:
     overrides = [f"model.path={model}", f"data.train={data}", f"data.max_length={max_length}",
-                 "data.group_by_length=true", "peft.method=lora", "peft.rank=8", "peft.alpha=16",
+                 "data.packing=true" if packing else "data.group_by_length=true",
+                 "peft.method=lora", "peft.rank=8", "peft.alpha=16",
                  f"train.batch_size={batch}", f"train.max_steps={steps}", "train.lr=1e-4",
                  "train.schedule=constant", "train.max_grad_norm=0", "train.log_every=1", f"output_dir={out}"]
     overrides += [f"train.length_buckets={buckets}"] if buckets else []
@@ -81,7 +87,7 @@ def export_rows(model, data, max_length, path):
     train, _ = stage_sets(config, resolved.tokenizer, resolved.spec.pad_token_id)
     ids, labels = train.batch(np.arange(len(train)))
     np.savez(path, ids=ids, labels=labels, lengths=np.asarray(train.lengths))
-    return len(train), int(np.sum(train.lengths))
+    return len(train), int(np.sum(train.lengths)), np.asarray(train.lengths)
 
 
 def main():
@@ -92,19 +98,26 @@ def main():
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--length-buckets", type=int, help="train.length_buckets (default: the config's default)")
+    p.add_argument("--packing", action="store_true", help="mindtune trains on packed sequences (data.packing)")
+    p.add_argument("--packed-batch", type=int, default=1, help="with --packing: packed sequences a step")
     p.add_argument("--no-ref", action="store_true")
     a = p.parse_args()
     work = tempfile.mkdtemp(prefix="bench-epoch-")
     data = os.path.join(work, "rows.jsonl")
     write_rows(data, a.rows, max_words=a.max_length // 3)
-    steps = -(-a.rows // a.batch)
     os.environ["MINDTUNE_CACHE_DIR"] = os.path.join(work, "cache")    # an empty compile cache for the first run
-    mine = run_mindtune(a.model, data, os.path.join(work, "run"), a.batch, a.max_length, steps, a.length_buckets)
-    warm = run_mindtune(a.model, data, os.path.join(work, "run_warm"), a.batch, a.max_length, steps,
-                        a.length_buckets)
-    rows, real = export_rows(a.model, data, a.max_length, os.path.join(work, "rows.npz"))
-    result = {"rows": rows, "real_tokens": real, "batch": a.batch, "max_length": a.max_length, "mindtune": mine,
-              "mindtune_warm": warm}
+    rows, real, lengths = export_rows(a.model, data, a.max_length, os.path.join(work, "rows.npz"))
+    result = {"rows": rows, "real_tokens": real, "batch": a.batch, "max_length": a.max_length}
+    batch, steps = a.batch, -(-a.rows // a.batch)
+    if a.packing:
+        from mindtune.data.packing import pack_rows
+        packs = len(pack_rows(lengths, a.max_length))
+        batch, steps = a.packed_batch, -(-packs // a.packed_batch)
+        result["packing"] = {"sequences": packs, "batch": batch, "steps": steps,
+                             "padded_tokens": steps * batch * a.max_length}
+    for name, out in (("mindtune", "run"), ("mindtune_warm", "run_warm")):
+        result[name] = run_mindtune(a.model, data, os.path.join(work, out), batch, a.max_length, steps,
+                                    a.length_buckets, a.packing)
     python = os.environ.get("REF_PYTHON", "/tmp/ref-venv/bin/python")
     if not a.no_ref and os.path.exists(python) and os.path.exists(a.gguf):
         proc = subprocess.run([python, os.path.join(HERE, "ref_torch_sft_epoch.py"), a.gguf,
@@ -113,9 +126,9 @@ def main():
             result["reference"] = {"error": proc.stderr.strip().splitlines()[-1:]}
         else:
             ref = result["reference"] = json.loads(proc.stdout.strip().splitlines()[-1])
-            result["speed_ratio_steady"] = round(ref["epoch_s"] / mine["steady_epoch_s"], 3)
-            result["speed_ratio_with_compile"] = round(ref["epoch_s"] / mine["epoch_s"], 3)
-            result["speed_ratio_warm_cache"] = round(ref["epoch_s"] / warm["epoch_s"], 3)
+            result["speed_ratio_steady"] = round(ref["epoch_s"] / result["mindtune"]["steady_epoch_s"], 3)
+            result["speed_ratio_with_compile"] = round(ref["epoch_s"] / result["mindtune"]["epoch_s"], 3)
+            result["speed_ratio_warm_cache"] = round(ref["epoch_s"] / result["mindtune_warm"]["epoch_s"], 3)
     elif not a.no_ref:
         result["reference"] = {"error": f"not run: needs {python} and {a.gguf} (see bench/README.md)"}
     print(json.dumps(result))

@@ -23,6 +23,7 @@ def main():
     p.add_argument("--hidden", type=int, default=576)
     p.add_argument("--layers", type=int, default=30)
     p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--only", help="variant names separated by ; (default: all)")
     a = p.parse_args()
 
     from mindtune import shims
@@ -53,6 +54,23 @@ def main():
             return cell
         return make
 
+    class PlainLoRA(nn.Cell):
+        """W x + (B A x) * alpha/r without MindPet: the scaling on the output, or (folded) on B."""
+        def __init__(self, folded):
+            super().__init__()
+            self.weight = Parameter(Tensor(rng.standard_normal((a.hidden, a.hidden)).astype(np.float32) * 0.02),
+                                    requires_grad=False)
+            self.lora_a = Parameter(Tensor(rng.standard_normal((8, a.hidden)).astype(np.float32) * 0.02))
+            self.lora_b = Parameter(Tensor(np.zeros((a.hidden, 8), np.float32)))
+            self.matmul = ops.MatMul(transpose_b=True)
+            self.folded, self.scaling = folded, 2.0
+
+        def construct(self, x):
+            dense = self.matmul(x, self.weight)
+            if self.folded:
+                return dense + self.matmul(self.matmul(x, self.lora_a), self.lora_b * self.scaling)
+            return dense + self.matmul(self.matmul(x, self.lora_a), self.lora_b) * self.scaling
+
     class Chain(nn.Cell):
         def __init__(self, make):
             super().__init__()
@@ -72,7 +90,9 @@ def main():
         return CompiledFunction(step, [net])
 
     x = Tensor(rng.standard_normal((a.rows, a.hidden)).astype(np.float32))
-    variants = {"no adapter": Frozen, "LoRADense, float32": lora(ms.float32), "LoRADense, float16": lora(ms.float16)}
+    variants = {"no adapter": Frozen, "LoRADense, float32": lora(ms.float32), "LoRADense, float16": lora(ms.float16),
+                "plain LoRA": lambda: PlainLoRA(False), "plain LoRA, folded": lambda: PlainLoRA(True)}
+    variants = {k: v for k, v in variants.items() if not a.only or k in a.only.split(";")}
     steps = {name: compiled(Chain(make)) for name, make in variants.items()}
     for step in steps.values():
         step(x)   # compile

@@ -106,7 +106,8 @@ class TrainConfig:
     length_buckets: sft runs each batch at the shortest of this many sequence lengths that holds its longest
         row, instead of always at data.max_length; the lengths are planned before the run from the batches it
         will read (the multiples of 8 that pad least; mindtune/engine/buckets.py), and each compiles once.
-        1 pads every batch to data.max_length. The loss per token does not change.
+        1 pads every batch to data.max_length, as does data.packing (its sequences are nearly full). The loss per
+        token does not change.
     eval_metrics: task metrics on greedy generations for data.eval's prompts at each evaluation (exact_match,
         contains, rouge, bleu), logged as eval_exact_match, eval_rougeL, ... (sft; full fine-tuning and LoRA).
     eval_max_new_tokens: the longest generation eval_metrics scores.

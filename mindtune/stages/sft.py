@@ -80,8 +80,9 @@ PLANNED_BATCHES = 20_000   # the bucket plan reads the lengths of at most this m
 
 
 def planned_lengths(cfg, train, eval_set, sampler) -> list:
-    """The run's bucket lengths, planned from the longest row of each batch it will train and evaluate on."""
-    if cfg.train.length_buckets == 1:
+    """The run's bucket lengths, planned from the longest row of each batch it will train and evaluate on.
+    Packed sequences are nearly full: they all run at data.max_length, one compiled shape."""
+    if cfg.train.length_buckets == 1 or cfg.data.packing:
         return [cfg.data.max_length]
     count = min(cfg.train.max_steps * cfg.train.grad_accum * sampler.world, PLANNED_BATCHES)
     longest = [train.lengths[idx].max() for idx in sampler.first_batches(count)]
