@@ -75,12 +75,14 @@ def test_the_plan_reads_the_batches_the_run_will_train_and_evaluate_on():
     lengths = np.random.default_rng(3).integers(10, 200, 64)
     train = Rows(lengths=lengths)
     cfg = SimpleNamespace(train=SimpleNamespace(length_buckets=3, max_steps=5, grad_accum=2, batch_size=4),
-                          data=SimpleNamespace(max_length=256))
+                          data=SimpleNamespace(max_length=256, packing=False))
     sampler = make_sampler(64, 4, seed=1)
     read = [lengths[sampler.indices(k)].max() for k in range(10)]     # 5 steps x 2 micro-batches
     assert planned_lengths(cfg, train, None, sampler) == plan_lengths(read, 3, 256)
     evaluated = Rows(lengths=np.array([230, 20, 20, 20, 20]))   # two eval batches: 230 and 20
     assert planned_lengths(cfg, train, evaluated, sampler) == plan_lengths(read + [230, 20], 3, 256)
     assert 232 in planned_lengths(cfg, train, evaluated, sampler)
-    cfg.train.length_buckets = 1
+    cfg.data.packing = True      # packed sequences are nearly full: one shape
+    assert planned_lengths(cfg, train, evaluated, sampler) == [256]
+    cfg.data.packing, cfg.train.length_buckets = False, 1
     assert planned_lengths(cfg, train, evaluated, sampler) == [256]
