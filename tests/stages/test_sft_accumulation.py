@@ -64,3 +64,19 @@ def test_batch_4_equals_batch_2_with_two_accumulation_steps(cli, config_file, tm
     for a, b in zip(accum, big):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5), (a["step"], a["loss"], b["loss"])
         assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-5), (a["step"], a["grad_norm"], b["grad_norm"])
+
+
+def test_packed_batch_4_equals_packed_batch_2_with_two_accumulation_steps(cli, config_file, tmp_path):
+    """The same exactness when the micro-batches are packed sequences (data.packing)."""
+    runs = {}
+    for name, overrides in {"big": ["train.batch_size=4", "train.grad_accum=1"],
+                            "accum": ["train.batch_size=2", "train.grad_accum=2"]}.items():
+        code, stdout, stderr = cli("train", config_file, f"output_dir={tmp_path / name}", "data.packing=true",
+                                   *overrides)
+        assert code == 0, stderr
+        assert "sft: packed 8 rows into " in stdout, stdout
+        runs[name] = read_metrics(tmp_path / name / "metrics.jsonl")
+    for a, b in zip(runs["accum"], runs["big"]):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5), (a["step"], a["loss"], b["loss"])
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-5), (a["step"], a["grad_norm"], b["grad_norm"])
+    assert len(runs["big"]) == 3
