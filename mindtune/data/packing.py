@@ -33,8 +33,8 @@ def pack_rows(lengths, capacity: int) -> list:
     packs = []
     for row in np.argsort(-lengths, kind="stable"):
         need = int(lengths[row])
-        fits = int(np.argmax(has_room[need:])) + need if has_room[need:].any() else -1
-        if fits < 0:
+        fits = int(np.argmax(has_room[need:])) + need   # the least room >= need, if any pack has it
+        if not has_room[fits]:
             packs.append([int(row)])
             pack, room = len(packs) - 1, capacity - need
         else:
