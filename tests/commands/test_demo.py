@@ -29,9 +29,9 @@ def start_metric(stdout: str, name: str = "exact_match") -> float:
 
 @pytest.fixture(scope="module")
 def short_demo(tmp_path_factory, cli):
-    """The demo cut to 200 steps, with ROUGE beside exact match and an evaluation every 50 steps."""
+    """The demo cut to 100 steps, with ROUGE beside exact match and an evaluation every 25 steps."""
     run = tmp_path_factory.mktemp("demo") / "run"
-    code, stdout, stderr = cli("demo", "--output-dir", run, "train.max_steps=200", "train.eval_every=50",
+    code, stdout, stderr = cli("demo", "--output-dir", run, "train.max_steps=100", "train.eval_every=25",
                                "train.save_every=0", "train.eval_metrics=[exact_match,rouge]")
     assert code == 0, stderr
     return run, stdout
@@ -40,7 +40,7 @@ def short_demo(tmp_path_factory, cli):
 def test_task_metrics_are_logged_at_each_evaluation(short_demo):
     run, stdout = short_demo
     rows = [r for r in read_metrics(os.path.join(run, "metrics.jsonl")) if "eval_exact_match" in r]
-    assert [r["step"] for r in rows] == [50, 100, 150, 200]
+    assert [r["step"] for r in rows] == [25, 50, 75, 100]
     for row in rows:
         assert {"eval_loss", "eval_rouge1", "eval_rouge2", "eval_rougeL"} <= set(row)
         assert 0.0 <= row["eval_exact_match"] <= row["eval_rougeL"] + 1e-6 <= 1.0 + 1e-6   # ROUGE: 1 - 5e-9 when exact
@@ -51,10 +51,10 @@ def test_task_metrics_are_logged_at_each_evaluation(short_demo):
 def test_held_out_exact_match_rises_from_zero(short_demo):
     run, stdout = short_demo
     rows = [r for r in read_metrics(os.path.join(run, "metrics.jsonl")) if "eval_exact_match" in r]
-    # cut to 200 steps (its cosine schedule ends sooner) the runs measured ended at exact match 0.77-1.0 (seeds 0
-    # and 1, two AdamW kernels); at 150 steps they ended anywhere in 0.02-0.45, too near the step where the model
-    # finds the copy to test. ROUGE-L (on letters and dashes) starts near 0.45. The 350-step demo: slow test.
-    assert start_metric(stdout) <= 0.05 and rows[-1]["eval_exact_match"] >= 0.3, rows
+    # cut to 100 steps (its cosine schedule ends sooner): seeds 0-3 ended at 1.0; with Llama's 0.02 initialisation
+    # (before mindtune.models.build.init_std) seeds 0 and 1 ended at 0.0 and 0.17. ROUGE-L (on letters and dashes)
+    # starts near 0.45. The 350-step demo: slow test.
+    assert start_metric(stdout) <= 0.05 and rows[-1]["eval_exact_match"] >= 0.9, rows
     assert rows[-1]["eval_rougeL"] >= start_metric(stdout, "rougeL") + 0.25, rows
     assert re.search(r"held-out exact match: [0-9.]+% -> [0-9.]+% in \d+ s", stdout)
 
@@ -72,8 +72,10 @@ def test_logged_metrics_equal_mindtune_eval_on_the_saved_model(short_demo, cli, 
 
 
 @pytest.mark.slow
-def test_full_demo_reaches_ninety_percent(cli, tmp_path):
-    code, stdout, stderr = cli("demo", "--output-dir", tmp_path / "run")
+# seeds 5 and 7 ended at 25% and 0% with Llama's 0.02 initialisation and lr 5e-3; seed 5 at 59% with lr 2e-3
+@pytest.mark.parametrize("seed", [0, 5, 7])
+def test_full_demo_reaches_ninety_percent(cli, tmp_path, seed):
+    code, stdout, stderr = cli("demo", "--output-dir", tmp_path / "run", f"seed={seed}")
     assert code == 0, stderr
     rows = [r for r in read_metrics(os.path.join(tmp_path / "run", "metrics.jsonl")) if "eval_exact_match" in r]
     assert start_metric(stdout) <= 0.05 and rows[-1]["eval_exact_match"] >= 0.9, rows
