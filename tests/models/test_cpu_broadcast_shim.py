@@ -40,10 +40,11 @@ def test_every_named_broadcasting_primitive_is_swapped_on_cpu(llama):
     from mindtune.shims import cpu_explicit_broadcasts
 
     seen = {}
-    softmaxes, means = [], []
+    softmaxes, means, grouped = [], [], []
     for _, cell in llama.cells_and_names():
         if type(cell).__name__ == "LLamaAttention":
             softmaxes.append(type(cell.softmax).__name__)
+            grouped.append(sorted(k for k in vars(cell) if k in ("_attn", "_repeat_kv")))
         if type(cell).__name__ == "LlamaRMSNorm":
             means.append(type(cell.mean).__name__)
         for name in _BROADCASTING.get(type(cell).__name__, ()):
@@ -54,6 +55,7 @@ def test_every_named_broadcasting_primitive_is_swapped_on_cpu(llama):
     assert seen == {"LLamaAttention": 2, "LlamaRMSNorm": 10, "RotaryEmbedding": 6}
     assert softmaxes == ["SoftmaxBroadcastGrad"] * 2
     assert means == ["RowMean"] * 5
+    assert grouped == [["_attn", "_repeat_kv"]] * 2    # the tiny preset has 2 kv heads for 4 heads
     assert cpu_explicit_broadcasts(llama) == 0          # already swapped: nothing left to do
 
 
@@ -108,8 +110,8 @@ def test_the_rmsnorm_swaps_keep_values_and_gradients(llama, weighted):
 
 
 def test_the_shimmed_model_has_the_unshimmed_models_loss_and_gradients():
-    """The whole CPU shim (explicit broadcasts, 2-D views, the softmax backward) against MindFormers' Llama as built
-    without it, same weights: the loss and the gradient of every weight of layer 0."""
+    """The whole CPU shim (explicit broadcasts, 2-D views, the softmax backward, grouped-query attention) against
+    MindFormers' Llama as built without it, same weights: the loss and the gradient of every weight of layer 0."""
     import mindspore as ms
     import numpy as np
     from mindformers.models.llama import LlamaForCausalLM
