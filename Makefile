@@ -14,7 +14,7 @@ $(STAMP): setup.py
 
 install: $(STAMP)
 
-# The embedded default run: a tiny Llama trained from scratch until its held-out exact match passes 90% (about two minutes on 2 cores).
+# The embedded default run: a tiny Llama trained from scratch until its held-out exact match passes 90% (under a minute on 2 cores).
 demo: $(STAMP)
 	$(BIN)/mindtune demo
 

@@ -17,7 +17,7 @@ def demo_overrides(output_dir: str) -> list:
 
 def register(sub):
     p = sub.add_parser("demo", help="train a tiny Llama from scratch on a synthetic task and show its held-out exact "
-                                    "match rise from 0 to about 100%% (about two minutes on 2 CPU cores)")
+                                    "match rise from 0 to about 100%% (under a minute on 2 CPU cores)")
     p.add_argument("--output-dir", default=None,
                    help="run directory (default: runs/demo, or runs/demo-N if that one is taken)")
     p.add_argument("--real", action="store_true",
