@@ -66,8 +66,9 @@ def test_two_worker_sft_matches_one_worker(tmp_path):
     assert sorted(w1) == sorted(w2)
     for name in w1:
         # Adam divides by sqrt(v): where a gradient entry is ~0, float summation order moves the update by a
-        # few 1e-6 (observed 2e-6 on one entry of 8192, the lr being 3e-3)
-        np.testing.assert_allclose(w2[name], w1[name], rtol=1e-5, atol=1e-5, err_msg=name)
+        # few 1e-6 to 1e-5 (observed 2e-6 on one entry of 8192 with the 0.02 initialisation, 1.7e-5 on one entry
+        # with the fan-in one, the lr being 3e-3); the losses and norms above are equal to 1e-5 at every step
+        np.testing.assert_allclose(w2[name], w1[name], rtol=1e-5, atol=5e-5, err_msg=name)
     assert m1[-1]["loss"] < m1[0]["loss"] - 0.5       # and it trained
     assert os.path.isdir(tmp_path / "two" / "model")
 
