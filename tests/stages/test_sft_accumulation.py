@@ -49,34 +49,35 @@ def micro_batch_label_counts(config_file, batch, steps, accum):
     return [[int((labels[sampler.indices(s * accum + m)] != -100).sum()) for m in range(accum)] for s in range(steps)]
 
 
-def test_batch_4_equals_batch_2_with_two_accumulation_steps(cli, config_file, tmp_path):
-    runs = {}
+def batch_4_and_batch_2_accumulated(cli, config_file, tmp_path, *extra):
+    """Train batch 4 and batch 2 x 2 accumulation steps; their metrics rows and stdouts."""
+    runs, stdouts = {}, {}
     for name, overrides in {"big": ["train.batch_size=4", "train.grad_accum=1"],
                             "accum": ["train.batch_size=2", "train.grad_accum=2"]}.items():
-        code, _, stderr = cli("train", config_file, f"output_dir={tmp_path / name}", *overrides)
+        code, stdouts[name], stderr = cli("train", config_file, f"output_dir={tmp_path / name}", *extra, *overrides)
         assert code == 0, stderr
         runs[name] = read_metrics(tmp_path / name / "metrics.jsonl")
-    big, accum = runs["big"], runs["accum"]
-    assert [r["step"] for r in big] == [r["step"] for r in accum] == [1, 2, 3]
-    # the two halves of each step really hold unequal label counts (else the test would prove nothing)
-    counts = micro_batch_label_counts(config_file, batch=2, steps=3, accum=2)
-    assert all(max(pair) >= 3 * min(pair) for pair in counts), counts
+    assert [r["step"] for r in runs["big"]] == [r["step"] for r in runs["accum"]] == [1, 2, 3]
+    return runs["big"], runs["accum"], stdouts
+
+
+def assert_same_steps(accum, big):
     for a, b in zip(accum, big):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5), (a["step"], a["loss"], b["loss"])
         assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-5), (a["step"], a["grad_norm"], b["grad_norm"])
 
 
+def test_batch_4_equals_batch_2_with_two_accumulation_steps(cli, config_file, tmp_path):
+    big, accum, _ = batch_4_and_batch_2_accumulated(cli, config_file, tmp_path)
+    # the two halves of each step really hold unequal label counts (else the test would prove nothing)
+    counts = micro_batch_label_counts(config_file, batch=2, steps=3, accum=2)
+    assert all(max(pair) >= 3 * min(pair) for pair in counts), counts
+    assert_same_steps(accum, big)
+
+
 def test_packed_batch_4_equals_packed_batch_2_with_two_accumulation_steps(cli, config_file, tmp_path):
     """The same exactness when the micro-batches are packed sequences (data.packing)."""
-    runs = {}
-    for name, overrides in {"big": ["train.batch_size=4", "train.grad_accum=1"],
-                            "accum": ["train.batch_size=2", "train.grad_accum=2"]}.items():
-        code, stdout, stderr = cli("train", config_file, f"output_dir={tmp_path / name}", "data.packing=true",
-                                   *overrides)
-        assert code == 0, stderr
+    big, accum, stdouts = batch_4_and_batch_2_accumulated(cli, config_file, tmp_path, "data.packing=true")
+    for stdout in stdouts.values():
         assert "sft: packed 8 rows into " in stdout, stdout
-        runs[name] = read_metrics(tmp_path / name / "metrics.jsonl")
-    for a, b in zip(runs["accum"], runs["big"]):
-        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5), (a["step"], a["loss"], b["loss"])
-        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-5), (a["step"], a["grad_norm"], b["grad_norm"])
-    assert len(runs["big"]) == 3
+    assert_same_steps(accum, big)
