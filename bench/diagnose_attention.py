@@ -1,7 +1,8 @@
 """The attention core of SmolLM2's layers on CPU, forward + backward: MindSpore with the key/value heads repeated
-(MindFormers' `_repeat_kv`) and grouped (mindtune's CPU shim: each kv head's query heads as one block), and
-PyTorch's explicit attention and `scaled_dot_product_attention` (bench/ref_torch_attention.py, REF_PYTHON's own
-environment) on the same shapes, in one run.
+(MindFormers' `_repeat_kv`), grouped (each kv head's query heads as one block), and mindtune's CPU shim (grouped,
+the queries scaled instead of the scores, and the backward written out without a broadcast:
+`mindtune/shims.py: AttentionCore`), and PyTorch's explicit attention and `scaled_dot_product_attention`
+(bench/ref_torch_attention.py, REF_PYTHON's own environment) on the same shapes, in one run.
 
     python bench/diagnose_attention.py [--batch 4] [--seq 256] [--layers 10] [--rounds 5]
 
@@ -20,6 +21,18 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 HEADS, KV_HEADS, HEAD_DIM = 9, 3, 64   # SmolLM2-135M
+
+
+def shim_attention_core():
+    """The attention core the CPU shim gives MindFormers' attention cells (taken from a tiny model built for CPU)."""
+    from mindtune.device import resolve_profile, setup_context
+    from mindtune.models.build import build_llama
+    from mindtune.models.spec import get_preset
+
+    profile = resolve_profile("cpu")
+    setup_context(profile)
+    llama = build_llama(get_preset("tiny"), profile, seq_length=8)
+    return next(cell.attention_core for _, cell in llama.cells_and_names() if hasattr(cell, "attention_core"))
 
 
 def main():
@@ -42,15 +55,22 @@ def main():
     k, v = (Tensor(rng.standard_normal((b, KV_HEADS, t, HEAD_DIM)).astype(np.float32)) for _ in range(2))
     mask = Tensor(np.triu(np.full((t, t), -10000.0, np.float32), 1)[None, None].repeat(b, 0))
     scores_t, product = ops.BatchMatMul(transpose_b=True), ops.BatchMatMul()
+    core = shim_attention_core()
 
     class Chain(nn.Cell):
-        def __init__(self, grouped):
+        def __init__(self, grouped, shim=False):
             super().__init__()
-            self.grouped = grouped
+            self.grouped, self.shim = grouped, shim
+            self.core = core
 
         def construct(self, q, k, v, mask):
             out = q
             for _ in range(a.layers):
+                if self.shim:
+                    scaled = (out * 0.125).reshape(b, KV_HEADS, rep * t, HEAD_DIM)
+                    out, _ = self.core(scaled, k, v, ops.broadcast_to(mask, (b, HEADS, t, t)))
+                    out = out.reshape(q.shape)
+                    continue
                 if self.grouped:
                     s = scores_t(out.reshape(b, KV_HEADS, rep * t, HEAD_DIM), k).reshape(b, HEADS, t, t)
                 else:
@@ -64,8 +84,9 @@ def main():
                     out = product(probs, values)
             return out.sum()
 
-    steps = {name: ms.jit(ms.grad(Chain(grouped), grad_position=(0, 1, 2)))
-             for name, grouped in (("MindSpore, kv heads repeated", False), ("MindSpore, grouped", True))}
+    steps = {name: ms.jit(ms.grad(Chain(*form), grad_position=(0, 1, 2)))
+             for name, form in (("MindSpore, kv heads repeated", (False,)), ("MindSpore, grouped", (True,)),
+                                ("MindSpore, mindtune's CPU shim", (True, True)))}
     for step in steps.values():
         step(q, k, v, mask)   # compile
     times = {name: [] for name in steps}

@@ -56,8 +56,7 @@ def apply(profile):
 
 
 # (class name, attribute names of its broadcasting Mul/Add primitives)
-_BROADCASTING = {"LLamaAttention": ("add",),                      # mask [B,1,T,T] + scores [B,H,T,T]
-                 "LlamaRMSNorm": ("mul", "mul2"),                 # x * rsqrt(mean) [B,T,1], * weight [H]
+_BROADCASTING = {"LlamaRMSNorm": ("mul", "mul2"),                 # x * rsqrt(mean) [B,T,1], * weight [H]
                  "RotaryEmbedding": ("mul", "mul_inc", "mul_with_batch_freqs")}   # q, k * cos, sin [1,1,T,D]
 
 
@@ -70,25 +69,30 @@ def cpu_explicit_broadcasts(network) -> int:
 
     Shim: swap those primitives on MindFormers' cells for a cell that broadcasts the smaller operand with
     BroadcastTo first and then applies the same primitive to equal shapes: the same values, bit for bit. The
-    attention softmax's gradient, out * (dout - sum(out * dout)), subtracts a [B,H,T,1] column from [B,H,T,T]: its
-    Softmax is swapped for a cell whose bprop is that formula with the column broadcast first (measured on ten
-    [16,4096,256] softmaxes: 3.9 GB -> 1.4 GB held).
+    attention's mask add and softmax gradient are handled by the attention core below, which broadcasts the mask
+    once and has no broadcast in its backward.
 
     Also mindspore 2.9.0, CPU: a last-axis ReduceSum/ReduceMean of a 3-D or 4-D tensor runs 2-8x slower than the
     same reduction of its 2-D [rows, last] view (sum of [4,9,256,256] over the last axis: 11.2 vs 1.5 ms; mean of
     [4,256,576]: 3.6 vs 0.6 ms; `bench/diagnose_reduce.py`).
     Those reductions are RMSNorm's mean of squares, the gradient of its [B,T,1] scaling (BroadcastTo's gradient
-    sums over the broadcast axis) and the softmax gradient's column, in every layer. The swapped cells therefore
+    sums over the broadcast axis) and the attention backward's row sums, in every layer. The swapped cells therefore
     work on 2-D views where the small operand is a last-axis column or a last-axis row, and RMSNorm's mean is taken
     on a 2-D view: the same values up to float32 summation order (reshapes only; tested to 1e-5 against the
     unshimmed cells).
     Also mindformers 1.9.0, LLamaAttention without flash attention: for grouped-query attention it copies every
     key and value head n_rep times (`_repeat_kv`, a Tile whose gradient sums the copies back) and then runs
-    n_heads small batched products. Shim (attention cells with n_rep > 1): keep the kv heads and run the n_rep
-    query heads of each kv head as one [n_rep * T, head_dim] block against it (`_attn` below: the same ops in the
-    same order, the query heads regrouped by reshapes only; MindFormers' head h uses kv head h // n_rep, which is
-    what the regrouping gives): SmolLM2's attention core (9 heads, 3 kv heads, T = 256, 4 rows) took 25 ms a layer
-    forward + backward instead of 32-33 ms, values equal up to float32 summation order.
+    n_heads small batched products; it scales the [B, H, T, T] scores rather than the queries; and MindSpore's
+    softmax gradient, out * (dout - rowsum(out * dout)), broadcasts a column over the scores (slow on CPU, and
+    with the broadcast made explicit a BroadcastTo of 2.6 ms a layer at SmolLM2's shapes). Shim: `_attn` becomes
+    `attention_core` below: the queries are scaled, the n_rep query heads of each kv head run as one
+    [n_rep * T, head_dim] block against it (reshapes only; MindFormers' head h uses kv head h // n_rep, which is
+    what the regrouping gives), and the backward is written out as flash attention's: with D = rowsum(dO * O),
+    dS = P * (dO V^T - D), and dO V^T - D is one batched product of [dO, D] with [V, -1], so no score-sized
+    broadcast, subtraction or scaling is left. SmolLM2's attention core (4 rows, 9 heads, 3 kv heads, T = 256)
+    forward + backward, `bench/diagnose_attention.py`: 30.4 ms a layer with the kv heads repeated, 24.1 ms grouped,
+    14.7 ms as here (PyTorch's scaled_dot_product_attention: 9.9 ms); values and gradients equal up to float32
+    summation order.
     CPU profile only. Returns the number of primitives and methods swapped.
     """
     import types
@@ -127,19 +131,37 @@ def cpu_explicit_broadcasts(network) -> int:
                 return self.op(x, ops.broadcast_to(y, x.shape))
             return self.op(ops.broadcast_to(x, y.shape), y)
 
-    class SoftmaxBroadcastGrad(nn.Cell):
-        def __init__(self, softmax):
+    class AttentionCore(nn.Cell):
+        """(softmax(q k^T + mask) v, the probabilities) for q [B, G, R, D] (G kv heads, R = n_rep * T query rows,
+        already scaled), k and v [B, G, K, D], mask [B, n_rep * G, T, K]; computed in `dtype` (the softmax's)."""
+        def __init__(self, dtype):
             super().__init__()
-            self.softmax = softmax
+            self.dtype = dtype
+            self.scores = ops.BatchMatMul(transpose_b=True)
+            self.product = ops.BatchMatMul()
+            self.product_ta = ops.BatchMatMul(transpose_a=True)
+            self.softmax = ops.Softmax(-1)
             self.sum_last = ops.ReduceSum(keep_dims=True)
 
-        def construct(self, x):
-            return self.softmax(x)
+        def construct(self, q, k, v, mask):
+            b, groups, rows, _ = q.shape
+            s = self.scores(ops.cast(q, self.dtype), ops.cast(k, self.dtype)).reshape(mask.shape) + mask
+            probs = self.softmax(s).reshape(b, groups, rows, k.shape[2])
+            return ops.cast(self.product(probs, ops.cast(v, self.dtype)), q.dtype), probs
 
-        def bprop(self, x, out, dout):
-            rows = (-1, dout.shape[-1])
-            column = self.sum_last((out * dout).reshape(rows), -1)
-            return (out * (dout - ops.broadcast_to(column, rows).reshape(dout.shape)),)
+        def bprop(self, q, k, v, mask, out, dout):
+            q32, k32, v32 = ops.cast(q, self.dtype), ops.cast(k, self.dtype), ops.cast(v, self.dtype)
+            out32, probs = ops.cast(out[0], self.dtype), out[1]
+            d_out = ops.cast(dout[0], self.dtype)
+            d_v = self.product_ta(probs, d_out)
+            width = out32.shape[-1]
+            rowsum = self.sum_last((out32 * d_out).reshape(-1, width), -1).reshape(out32.shape[:-1] + (1,))
+            minus_ones = ops.fill(self.dtype, v32.shape[:-1] + (1,), -1.0)
+            # dP - D = dO V^T - D = [dO, D] [V, -1]^T: softmax's backward without broadcasting D over the scores
+            d_probs_centered = self.scores(ops.concat((d_out, rowsum), -1), ops.concat((v32, minus_ones), -1))
+            d_scores = probs * d_probs_centered
+            return (ops.cast(self.product(d_scores, k32), q.dtype), ops.cast(self.product_ta(d_scores, q32), k.dtype),
+                    ops.cast(d_v, v.dtype), ops.zeros_like(mask))
 
     class RowMean(nn.Cell):
         """A keep-dims mean over the last axis, taken on the 2-D view."""
@@ -155,25 +177,22 @@ def cpu_explicit_broadcasts(network) -> int:
     def keep_kv_heads(self, x, rep):
         return x
 
-    def grouped_attn(self, query, key, value, mask):
-        """LLamaAttention._attn with each kv head's query heads as one block (keys and values not repeated)."""
+    def shimmed_attn(self, query, key, value, mask):
+        """LLamaAttention._attn with scaled queries, grouped heads and AttentionCore's backward."""
         bs, n_head, seq, head_dim = query.shape
         n_kv, kv_len = key.shape[1], key.shape[2]
-        grouped = query.reshape(bs, n_kv, n_head // n_kv * seq, head_dim)
-        score = self.batch_matmul_q_k(grouped, key).reshape(bs, n_head, seq, kv_len)
-        score = self.mul(score, self.inv_norm_factor)
-        score = self.add(mask, score)
-        probs = self.softmax(self.cast_attn(score, self.softmax_dtype))
-        probs = self.cast(probs, self.dtype).reshape(bs, n_kv, n_head // n_kv * seq, kv_len)
-        weighted = self.batch_matmul(probs, value).reshape(bs, n_head, seq, head_dim)
-        return self._merge_heads(weighted)
+        grouped = self.mul(query, self.inv_norm_factor).reshape(bs, n_kv, n_head // n_kv * seq, head_dim)
+        # one broadcast of the mask, shared by every layer (the same node: the graph keeps one)
+        mask = ops.cast(ops.broadcast_to(mask, (bs, n_head, seq, kv_len)), self.softmax_dtype)
+        weighted, _ = self.attention_core(grouped, key, value, mask)
+        return self._merge_heads(weighted.reshape(bs, n_head, seq, head_dim))
 
     swapped = 0
     for _, cell in list(network.cells_and_names()):
-        if type(cell).__name__ == "LLamaAttention" and getattr(cell, "n_rep", 1) > 1 and \
-                not cell.use_flash_attention and "_attn" not in vars(cell):
+        if type(cell).__name__ == "LLamaAttention" and not cell.use_flash_attention and "_attn" not in vars(cell):
+            cell.attention_core = AttentionCore(cell.softmax_dtype)
             cell._repeat_kv = types.MethodType(keep_kv_heads, cell)
-            cell._attn = types.MethodType(grouped_attn, cell)
+            cell._attn = types.MethodType(shimmed_attn, cell)
             swapped += 2
         for name in _BROADCASTING.get(type(cell).__name__, ()):
             primitive = getattr(cell, name, None)
@@ -183,10 +202,5 @@ def cpu_explicit_broadcasts(network) -> int:
         mean = getattr(cell, "mean", None)
         if type(cell).__name__ == "LlamaRMSNorm" and isinstance(mean, Primitive) and mean.keep_dims:
             cell.mean = RowMean(mean)
-            swapped += 1
-        softmax = getattr(cell, "softmax", None)
-        # the bprop's formula sums over the last axis: swap only a last-axis Softmax
-        if type(cell).__name__ == "LLamaAttention" and isinstance(softmax, Primitive) and softmax.axis in ((-1,), -1):
-            cell.softmax = SoftmaxBroadcastGrad(softmax)
             swapped += 1
     return swapped

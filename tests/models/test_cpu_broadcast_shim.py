@@ -40,10 +40,9 @@ def test_every_named_broadcasting_primitive_is_swapped_on_cpu(llama):
     from mindtune.shims import cpu_explicit_broadcasts
 
     seen = {}
-    softmaxes, means, grouped = [], [], []
+    means, grouped = [], []
     for _, cell in llama.cells_and_names():
         if type(cell).__name__ == "LLamaAttention":
-            softmaxes.append(type(cell.softmax).__name__)
             grouped.append(sorted(k for k in vars(cell) if k in ("_attn", "_repeat_kv")))
         if type(cell).__name__ == "LlamaRMSNorm":
             means.append(type(cell.mean).__name__)
@@ -51,30 +50,54 @@ def test_every_named_broadcasting_primitive_is_swapped_on_cpu(llama):
             if hasattr(cell, name):
                 seen[type(cell).__name__] = seen.get(type(cell).__name__, 0) + 1
                 assert not isinstance(getattr(cell, name), Primitive), f"{type(cell).__name__}.{name}"
-    # 2 layers: the attention mask add; 5 RMSNorms (2 per layer and the final one) x 2; 2 rotary embeddings x 3
-    assert seen == {"LLamaAttention": 2, "LlamaRMSNorm": 10, "RotaryEmbedding": 6}
-    assert softmaxes == ["SoftmaxBroadcastGrad"] * 2
+    # 2 layers: 5 RMSNorms (2 per layer and the final one) x 2; 2 rotary embeddings x 3
+    assert seen == {"LlamaRMSNorm": 10, "RotaryEmbedding": 6}
     assert means == ["RowMean"] * 5
     assert grouped == [["_attn", "_repeat_kv"]] * 2    # the tiny preset has 2 kv heads for 4 heads
     assert cpu_explicit_broadcasts(llama) == 0          # already swapped: nothing left to do
 
 
-def test_the_attention_softmax_swap_keeps_values_and_gradients(llama, weighted):
+@pytest.mark.parametrize("heads, kv_heads, prefix", [(6, 2, 0), (4, 4, 0), (6, 3, 5)])
+def test_the_attention_core_keeps_values_and_gradients(llama, heads, kv_heads, prefix):
+    """The shim's attention (scaled queries, grouped heads, the written-out backward) against MindFormers' formula
+    softmax(q k^T / sqrt(d) + mask) v with every kv head repeated, on a causal mask with `prefix` extra keys
+    (prefix tuning's shape): the output and the gradients in q, k and v."""
     import mindspore as ms
     import numpy as np
-    from mindspore import ops
+    from mindspore import nn, ops
 
-    swapped = next(cell.softmax for _, cell in llama.cells_and_names() if type(cell).__name__ == "LLamaAttention")
+    attention = next(cell for _, cell in llama.cells_and_names() if type(cell).__name__ == "LLamaAttention")
+    core = attention.attention_core
+    b, t, d = 2, 8, 16
+    rep, keys = heads // kv_heads, t + prefix
+    rng = np.random.RandomState(2)
+    q = ms.Tensor(rng.randn(b, heads, t, d).astype(np.float32))
+    k, v = (ms.Tensor(rng.randn(b, kv_heads, keys, d).astype(np.float32)) for _ in range(2))
+    mask = np.triu(np.full((t, keys), -10000.0, np.float32), prefix + 1)[None, None].repeat(b, 0)
+    mask[1, 0, :, :prefix + 2] = -10000.0          # a row's own mask, as packing gives
+    mask[1, 0, :, prefix + 2] = 0.0
+    mask = ms.Tensor(mask)
+    w = ms.Tensor(rng.randn(b, heads, t, d).astype(np.float32))
+    scale = d ** -0.5
 
-    rng = np.random.RandomState(0)
-    x = ms.Tensor(rng.randn(2, 3, 16, 16).astype(np.float32) * 3)
-    w = ms.Tensor(rng.randn(2, 3, 16, 16).astype(np.float32))
-    want = ms.grad(weighted(ops.Softmax()))(x, w).asnumpy()
-    got = ms.grad(weighted(swapped))(x, w).asnumpy()
-    assert np.abs(want).max() > 0.1
-    # the column sum runs on a 2-D view, in another order than SoftmaxGrad's: equal up to float32 rounding
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-    assert np.array_equal(swapped(x).asnumpy(), ops.Softmax()(x).asnumpy())
+    class Shimmed(nn.Cell):
+        def construct(self, q, k, v):
+            grouped = (q * scale).reshape(b, kv_heads, rep * t, d)
+            out, _ = core(grouped, k, v, ops.broadcast_to(mask, (b, heads, t, keys)))
+            return (out.reshape(b, heads, t, d) * w).sum()
+
+    class Formula(nn.Cell):
+        def construct(self, q, k, v):
+            k_rep, v_rep = (ops.repeat_interleave(x, rep, 1) for x in (k, v))
+            probs = ops.softmax(ops.matmul(q, k_rep.swapaxes(-1, -2)) * scale + mask, -1)
+            return (ops.matmul(probs, v_rep) * w).sum()
+
+    (got, got_grads), (want, want_grads) = (ms.value_and_grad(cell(), grad_position=(0, 1, 2))(q, k, v)
+                                            for cell in (Shimmed, Formula))
+    np.testing.assert_allclose(float(got.asnumpy()), float(want.asnumpy()), rtol=1e-5)
+    for name, g, h in zip("qkv", got_grads, want_grads):
+        assert np.abs(h.asnumpy()).max() > 0.1, name
+        np.testing.assert_allclose(g.asnumpy(), h.asnumpy(), rtol=1e-5, atol=1e-5, err_msg=name)
 
 
 def test_the_rmsnorm_swaps_keep_values_and_gradients(llama, weighted):
@@ -110,7 +133,7 @@ def test_the_rmsnorm_swaps_keep_values_and_gradients(llama, weighted):
 
 
 def test_the_shimmed_model_has_the_unshimmed_models_loss_and_gradients():
-    """The whole CPU shim (explicit broadcasts, 2-D views, the softmax backward, grouped-query attention) against
+    """The whole CPU shim (explicit broadcasts, 2-D views, the attention core) against
     MindFormers' Llama as built without it, same weights: the loss and the gradient of every weight of layer 0."""
     import mindspore as ms
     import numpy as np
