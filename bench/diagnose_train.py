@@ -10,6 +10,12 @@ for them: number of layers (2, 8, 30); sequence length at an equal number of tok
 `hidden.mean()` (what the output projection and cross-entropy cost); recompute on; PyNative instead of graph
 mode; full fine-tuning. It also prints this machine's float32 matrix-product rate (numpy and MindSpore), the
 physical floor of every step. Prints a table and one JSON line per variant.
+
+    python bench/diagnose_train.py --profile base [--steps 3]
+
+runs one variant under MindSpore's CPU profiler (started after the compiling step) and prints the op time per
+step by op type; then the same step of transformers + PEFT under PyTorch's profiler (bench/ref_torch_profile.py,
+REF_PYTHON's own environment; random weights of SmolLM2's configuration).
 """
 import argparse
 import json
@@ -51,7 +57,7 @@ VARIANTS = {
 }
 
 
-def child(variant: dict, steps: int) -> dict:
+def child(variant: dict, steps: int, profile_dir: str = "") -> dict:
     from mindtune import shims
     shims.quiet_environment()
     from mindspore import nn
@@ -100,8 +106,21 @@ def child(variant: dict, steps: int) -> dict:
     ids = rng.integers(100, 40000, (v["bs"], v["seq"])).astype(np.int32)
     labels = np.concatenate([ids[:, 1:], np.full((v["bs"], 1), -100, np.int32)], axis=1)
     cell = HiddenMean(adapted.network) if v["loss"] == "hidden_mean" else CausalLMLoss(adapted.network)
-    task = TrainTask(cell, ("label_tokens",), adapted.trainable, lambda k: (ids, labels))
+    profiler = None
+    if profile_dir:
+        from mindspore import Profiler
+        profiler = Profiler(start_profile=False, output_path=profile_dir)
+
+    def batch(k):
+        if profiler is not None and k == 1:     # after the first (compiling) step
+            profiler.start()
+        return ids, labels
+
+    task = TrainTask(cell, ("label_tokens",), adapted.trainable, batch)
     Trainer(config, out, task, run.profile, desc="diagnose").fit()
+    if profiler is not None:
+        profiler.stop()
+        profiler.analyse()
     rows = read_metrics(os.path.join(out, "metrics.jsonl"))
     seconds = [v["bs"] * v["seq"] / r["tokens_per_s"] for r in rows]
     step = float(np.median(seconds[1:]))
@@ -109,6 +128,44 @@ def child(variant: dict, steps: int) -> dict:
     return {"build_s": round(built, 1), "first_step_s": round(seconds[0], 1), "step_s": round(step, 3),
             "tokens_per_s": round(v["bs"] * v["seq"] / step, 1), "peak_rss_mb": round(peak_mb),
             "mb_per_token": round(peak_mb / (v["bs"] * v["seq"]), 2)}
+
+
+def op_times(profile_dir: str, steps: int) -> list:
+    """(op type, ms a step, kernels a step) from the profiler's CPU op table, largest first."""
+    import collections
+    import csv
+    import glob
+
+    totals, counts = collections.Counter(), collections.Counter()
+    for path in glob.glob(os.path.join(profile_dir, "*", "FRAMEWORK", "cpu_op_detail_info_*.csv")):
+        with open(path, encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                totals[row["op_type"]] += float(row["op_total_time(ms)"]) / steps
+                counts[row["op_type"]] += int(row["op_occurrences"]) / steps
+    return [(op, round(ms, 1), round(counts[op])) for op, ms in totals.most_common()]
+
+
+def profile(name: str, steps: int) -> int:
+    profile_dir = tempfile.mkdtemp(prefix="diagnose-profile-")
+    proc = subprocess.run([sys.executable, __file__, "--child", name, "--steps", str(steps), "--profile-dir",
+                           profile_dir], capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"{name} failed: {(proc.stderr.strip().splitlines() or ['?'])[-1][:200]}")
+    ops = op_times(profile_dir, steps)
+    total = sum(ms for _, ms, _ in ops)
+    print(f"MindSpore, {name} {json.dumps(dict(BASE, **VARIANTS[name]))}: {total:.0f} ms of kernels a step "
+          f"(step {json.loads(proc.stdout.splitlines()[-1])['step_s']} s)")
+    for op, ms, n in ops[:20]:
+        print(f"  {op:<28} {ms:>8.1f} ms {100 * ms / total:5.1f}%  {n:>5} kernels")
+    v = dict(BASE, **VARIANTS[name])
+    python = os.environ.get("REF_PYTHON", "/tmp/ref-venv/bin/python")
+    if os.path.exists(python):
+        ref = subprocess.run([python, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ref_torch_profile.py"),
+                              "--method", "lora" if v["method"] == "lora" else "full", "--layers", str(v["layers"]),
+                              "--batch", str(v["bs"]), "--seq", str(v["seq"]), "--steps", str(steps)],
+                             capture_output=True, text=True)
+        print(ref.stdout if ref.returncode == 0 else f"PyTorch reference failed: {ref.stderr.strip()[-300:]}")
+    return 0
 
 
 def matmul_rate(n: int = 2048, repeats: int = 5) -> dict:
@@ -142,11 +199,17 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", default=",".join(VARIANTS))
     p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--profile", metavar="VARIANT", help="profile one variant's steps by op type, and the reference's")
     p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--profile-dir", default="", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
-        print(json.dumps(child(VARIANTS[a.child], a.steps)))
+        print(json.dumps(child(VARIANTS[a.child], a.steps, a.profile_dir)))
         return 0
+    if a.profile:
+        if a.profile not in VARIANTS:
+            p.error(f"--profile: unknown variant {a.profile!r} (one of {', '.join(VARIANTS)})")
+        return profile(a.profile, a.steps)
     if a.only == "matmul":
         print(json.dumps(matmul_rate()))
         return 0
