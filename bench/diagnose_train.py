@@ -153,11 +153,11 @@ def profile(name: str, steps: int) -> int:
         raise SystemExit(f"{name} failed: {(proc.stderr.strip().splitlines() or ['?'])[-1][:200]}")
     ops = op_times(profile_dir, steps)
     total = sum(ms for _, ms, _ in ops)
-    print(f"MindSpore, {name} {json.dumps(dict(BASE, **VARIANTS[name]))}: {total:.0f} ms of kernels a step "
+    v = dict(BASE, **VARIANTS[name])
+    print(f"MindSpore, {name} {json.dumps(v)}: {total:.0f} ms of kernels a step "
           f"(step {json.loads(proc.stdout.splitlines()[-1])['step_s']} s)")
     for op, ms, n in ops[:20]:
         print(f"  {op:<28} {ms:>8.1f} ms {100 * ms / total:5.1f}%  {n:>5} kernels")
-    v = dict(BASE, **VARIANTS[name])
     python = os.environ.get("REF_PYTHON", "/tmp/ref-venv/bin/python")
     if os.path.exists(python):
         ref = subprocess.run([python, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ref_torch_profile.py"),

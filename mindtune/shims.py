@@ -85,7 +85,7 @@ def cpu_explicit_broadcasts(network) -> int:
     n_heads small batched products; it scales the [B, H, T, T] scores rather than the queries; and MindSpore's
     softmax gradient, out * (dout - rowsum(out * dout)), broadcasts a column over the scores (slow on CPU, and
     with the broadcast made explicit a BroadcastTo of 2.6 ms a layer at SmolLM2's shapes). Shim: `_attn` becomes
-    `attention_core` below: the queries are scaled, the n_rep query heads of each kv head run as one
+    `shimmed_attn` below, around the `AttentionCore` cell: the queries are scaled, the n_rep query heads of each kv head run as one
     [n_rep * T, head_dim] block against it (reshapes only; MindFormers' head h uses kv head h // n_rep, which is
     what the regrouping gives), and the backward is written out as flash attention's: with D = rowsum(dO * O),
     dS = P * (dO V^T - D), and dO V^T - D is one batched product of [dO, D] with [V, -1], so no score-sized
@@ -133,7 +133,8 @@ def cpu_explicit_broadcasts(network) -> int:
 
     class AttentionCore(nn.Cell):
         """(softmax(q k^T + mask) v, the probabilities) for q [B, G, R, D] (G kv heads, R = n_rep * T query rows,
-        already scaled), k and v [B, G, K, D], mask [B, n_rep * G, T, K]; computed in `dtype` (the softmax's)."""
+        already scaled), k and v [B, G, K, D], mask [B, n_rep * G, T, K]; computed in `dtype` (the softmax's).
+        The probabilities are an output because a bprop sees only the inputs and the outputs."""
         def __init__(self, dtype):
             super().__init__()
             self.dtype = dtype
