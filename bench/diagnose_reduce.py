@@ -2,7 +2,9 @@
 
 MindSpore 2.9's CPU ReduceSum/ReduceMean runs the same last-axis reduction several times slower on a 3-D or 4-D
 tensor than on its 2-D view; `mindtune/shims.py: cpu_explicit_broadcasts` therefore takes RMSNorm's mean, the
-gradient of its [B,T,1] scaling and the softmax gradient's column on 2-D views. This times each reduction both ways
+gradient of its [B,T,1] scaling and the attention backward's row sum on 2-D views (the softmax gradient's column
+over the scores when this was written; since 2026-12-02 night rowsum(dO * O) over the 64-wide output, see
+mindtune/shims.py: AttentionCore). This times each reduction both ways
 at SmolLM2-135M's training shapes (batch 4 x 256: scores [4, 9, 256, 256], hidden [4, 256, 576]), one compiled graph
 per variant, best of three rounds, and checks the values agree.
 
