@@ -32,6 +32,7 @@ def mindtune_step_times(model, method, seq, bs, steps):
     from mindtune import shims
     shims.quiet_environment()
     from mindtune.config import load_config
+    from mindtune.engine.buckets import gather_labels
     from mindtune.engine.losses import CausalLMLoss
     from mindtune.engine.metrics import read_metrics
     from mindtune.engine.trainer import Trainer, TrainTask
@@ -48,7 +49,8 @@ def mindtune_step_times(model, method, seq, bs, steps):
     rng = np.random.default_rng(0)
     ids = rng.integers(100, 40000, (bs, seq)).astype(np.int32)
     labels = np.concatenate([ids[:, 1:], np.full((bs, 1), -100, np.int32)], axis=1)
-    task = TrainTask(CausalLMLoss(adapted.network), ("label_tokens",), adapted.trainable, lambda k: (ids, labels))
+    batch = gather_labels((ids, labels))     # every position but the last carries a label, as in the reference
+    task = TrainTask(CausalLMLoss(adapted.network), ("label_tokens",), adapted.trainable, lambda k: batch)
     trainer = Trainer(config, out, task, run.profile, desc=f"bench {method}")
     fit_began = time.perf_counter()
     trainer.fit()

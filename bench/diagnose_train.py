@@ -7,7 +7,8 @@ only comparable between fresh processes) and reports the median step time after 
 the first step's time and the process's peak resident memory. The weights are random (the preset's
 architecture, seeded): speed and memory do not depend on their values. The variants, from the issue that asked
 for them: number of layers (2, 8, 30); sequence length at an equal number of tokens; the loss replaced by
-`hidden.mean()` (what the output projection and cross-entropy cost); recompute on; PyNative instead of graph
+`hidden.mean()` (what the output projection and cross-entropy cost); labels on 30% of the positions (an SFT
+batch's responses: the loss projects those only); recompute on; PyNative instead of graph
 mode; full fine-tuning. It also prints this machine's float32 matrix-product rate (numpy and MindSpore), the
 physical floor of every step. Prints a table and one JSON line per variant.
 
@@ -38,6 +39,7 @@ VARIANTS = {
     "hidden_mean": dict(loss="hidden_mean"),
     "seq128": dict(seq=128),
     "seq128_hidden": dict(seq=128, loss="hidden_mean"),
+    "labels30": dict(label_share=0.3),        # labels on the last 30% of each row, as SFT's responses
     "seq128_lora_wq": dict(seq=128, targets=("wq",)),        # 30 LoRA branches instead of 120
     "recompute": dict(recompute="full"),
     "pynative": dict(graph=False),
@@ -63,6 +65,7 @@ def child(variant: dict, steps: int, profile_dir: str = "") -> dict:
     from mindspore import nn
 
     from mindtune.config import load_config
+    from mindtune.engine.buckets import gather_labels, plan_label_budgets
     from mindtune.engine.losses import CausalLMLoss
     from mindtune.engine.metrics import read_metrics
     from mindtune.engine.trainer import Trainer, TrainTask
@@ -73,7 +76,7 @@ def child(variant: dict, steps: int, profile_dir: str = "") -> dict:
             super().__init__(auto_prefix=False)
             self.network = network
 
-        def construct(self, input_ids, labels):
+        def construct(self, input_ids, label_at, label_ids):
             hidden = self.network.backbone(input_ids)
             return hidden.mean(), (hidden.sum() * 0,)
 
@@ -105,6 +108,9 @@ def child(variant: dict, steps: int, profile_dir: str = "") -> dict:
     rng = np.random.default_rng(0)
     ids = rng.integers(100, 40000, (v["bs"], v["seq"])).astype(np.int32)
     labels = np.concatenate([ids[:, 1:], np.full((v["bs"], 1), -100, np.int32)], axis=1)
+    if v.get("label_share"):     # only the last share of each row carries a label (an SFT row's response)
+        labels[:, :int(v["seq"] * (1 - v["label_share"]))] = -100
+    shaped = gather_labels((ids, labels), plan_label_budgets([v["seq"]], [(labels != -100).sum()], v["bs"]))
     cell = HiddenMean(adapted.network) if v["loss"] == "hidden_mean" else CausalLMLoss(adapted.network)
     profiler = None
     if profile_dir:
@@ -114,7 +120,7 @@ def child(variant: dict, steps: int, profile_dir: str = "") -> dict:
     def batch(k):
         if profiler is not None and k == 1:     # after the first (compiling) step
             profiler.start()
-        return ids, labels
+        return shaped
 
     task = TrainTask(cell, ("label_tokens",), adapted.trainable, batch)
     Trainer(config, out, task, run.profile, desc="diagnose").fit()

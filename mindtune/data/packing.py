@@ -65,6 +65,7 @@ class PackedSFTSet:
             self.packs += [p + start for p in source]
             self.sizes.append(len(source))
         self.lengths = np.array([rows.lengths[p].sum() for p in self.packs], np.int64)
+        self.label_counts = np.array([rows.label_counts[p].sum() for p in self.packs], np.int64)
 
     def __len__(self):
         return len(self.packs)

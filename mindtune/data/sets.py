@@ -3,8 +3,8 @@
 A set holds one or more parts (the sources of a mixture), indexed as one: rows 0..n0-1 are the first source's,
 then the second's, and so on. `sizes` and `weights` tell the sampler how to draw from them.
 
-    SFTSet         len, lengths, batch(idx) -> (input_ids [b, L] int32 right-padded with the pad id,
-                   labels [b, L] int32 with IGNORE; labels[t] is the target of position t)
+    SFTSet         len, lengths, label_counts, batch(idx) -> (input_ids [b, L] int32 right-padded with the pad
+                   id, labels [b, L] int32 with IGNORE; labels[t] is the target of position t)
     PreferenceSet  the rm/dpo view: chosen/rejected ids and labels as padded views, last indices, margins
     PromptSet      a sequence of prompt token lists; `rows[i]` = (where, row) for GRPO's rewards
 """
@@ -73,9 +73,22 @@ class SFTSet(_Parts):
     def __init__(self, parts, pad_id, max_length):
         super().__init__(parts, pad_id, max_length)
         self.lengths = self._lengths("tokens")
+        self.label_counts = np.concatenate([_label_counts(p.view)[:p.size] for p in self.parts])
 
     def batch(self, idx):
         return self._padded("tokens", idx, self.pad_id), self._padded("tokens", idx, IGNORE, marks="marks")
+
+
+def _label_counts(view: CacheView) -> np.ndarray:
+    """Labelled positions per row: token t + 1 carrying a label (mark 1) labels position t, so a row's count is
+    its marks after the first token. One sequential pass over the marks file."""
+    marks, offsets = view.array("marks"), np.asarray(view.array("marks.offsets"), np.int64)
+    counts = np.zeros(len(offsets) - 1, np.int64)
+    filled = offsets[1:] > offsets[:-1]
+    if filled.any():
+        starts = offsets[:-1][filled]
+        counts[filled] = np.add.reduceat(marks, starts, dtype=np.int64) - marks[starts]
+    return counts
 
 
 class PaddedView:

@@ -1,11 +1,14 @@
 """Loss cells shared by the stages (pure MindSpore; no model-specific code)."""
 from mindspore import nn, ops
 
+from mindtune.models.causal_lm import output_projection
+
 IGNORE = -100
 
 
 def token_log_probs(logits, labels):
-    """log p(label_t | prefix) per position; positions whose label is IGNORE get 0. logits float32 [B,T,V]."""
+    """log p(label | prefix) per position; positions whose label is IGNORE get 0. logits float32 [..., V],
+    labels int32 [...]."""
     mask = labels != IGNORE
     safe = ops.where(mask, labels, ops.zeros_like(labels))
     logp = ops.log_softmax(logits, -1)
@@ -16,18 +19,30 @@ def token_log_probs(logits, labels):
 class CausalLMLoss(nn.Cell):
     """Mean next-token cross-entropy over the labelled positions. Returns (loss, (labelled token count,)).
 
-    positions, segments: given for packed sequences (mindtune.data.packing), passed on to the network."""
+        loss, (count,) = CausalLMLoss(network)(input_ids, label_at, label_ids[, positions, segments])
+
+    label_at, label_ids: int32 [K], the labelled positions as flat indices (row * T + t) and their targets,
+        padded with index 0 and IGNORE (`mindtune.engine.buckets.gather_labels` builds them from [B, T] labels).
+    positions, segments: given for packed sequences (mindtune.data.packing), passed on to the network.
+
+    The output projection and the log-softmax over the vocabulary run at the K gathered positions only: an SFT
+    row's prompt and padding carry no label, and their logits ([B, T, V] of them, the largest tensors of the
+    step) would only be thrown away. The network's own logits are then unused, and graph mode removes them.
+    """
 
     def __init__(self, network):
         super().__init__(auto_prefix=False)
         self.network = network
+        self.lm_head = output_projection(network)
 
-    def construct(self, input_ids, labels, positions=None, segments=None):
+    def construct(self, input_ids, label_at, label_ids, positions=None, segments=None):
         if segments is None:
-            logits, _ = self.network(input_ids)
+            _, hidden = self.network(input_ids)
         else:
-            logits, _ = self.network(input_ids, None, None, positions, segments)
-        logp, mask = token_log_probs(logits, labels)
+            _, hidden = self.network(input_ids, None, None, positions, segments)
+        picked = ops.gather(hidden.reshape(-1, hidden.shape[-1]), label_at, 0)
+        logits = self.lm_head(picked).astype("float32")
+        logp, mask = token_log_probs(logits, label_ids)
         count = mask.sum()
         loss = -logp.sum() / ops.maximum(count, 1.0)
         return loss, (count,)

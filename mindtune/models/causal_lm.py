@@ -75,3 +75,10 @@ class CausalLM(nn.Cell):
         if model.use_flash_attention:
             return hidden_from.astype("uint8")
         return hidden_from * MASKED
+
+
+def output_projection(network):
+    """The output projection (MindFormers' lm_head) of a CausalLM, or of a PEFT wrapper around one (`.lm`)."""
+    while not isinstance(network, CausalLM):
+        network = network.lm
+    return network.lm_head

@@ -5,7 +5,7 @@ from mindtune.data.formats import sft_messages
 from mindtune.data.loading import is_lead_process, stage_sets
 from mindtune.data.packing import PackedSFTSet
 from mindtune.data.sets import SFTSet
-from mindtune.engine.buckets import plan_lengths, trim_batch
+from mindtune.engine.buckets import bucket_of, gather_labels, plan_label_budgets, plan_lengths, trim_batch
 from mindtune.engine.losses import CausalLMLoss
 from mindtune.engine.trainer import Trainer, TrainTask
 from mindtune.eval.training import build_evaluator, check_training_eval
@@ -35,27 +35,33 @@ def run(config) -> dict:
         print("task metrics at the start: " + ", ".join(f"{k[5:]} {v:.3f}" for k, v in start.items()), flush=True)
 
     sampler = run.sampler(train)
-    buckets = planned_lengths(cfg, train, eval_set, sampler)
+    buckets, budgets = planned_shapes(cfg, train, eval_set, sampler)
     if run.rank == 0 and len(buckets) > 1:
         print(f"sft: batches run at {', '.join(map(str, buckets[:-1]))} tokens (train.length_buckets="
               f"{cfg.train.length_buckets}, planned from the run's batches; {buckets[-1]} for any other)", flush=True)
+    if run.rank == 0 and budgets:
+        print("sft: the loss reads the logits of at most " + ", ".join(
+            f"{budgets[n]} of {cfg.train.batch_size * n}" for n in sorted(budgets)) +
+            " positions a batch (those with a label)", flush=True)
+
+    def shaped(batch):
+        return gather_labels(trim_batch(batch, pad, buckets), budgets)
 
     def train_batch(k):
-        return trim_batch(train.batch(sampler.indices(k)), pad, buckets)
+        return shaped(train.batch(sampler.indices(k)))
 
     def eval_batches():
         b = cfg.train.batch_size
         for i in range(0, len(eval_set), b):
             arrays = eval_set.batch(np.arange(i, min(i + b, len(eval_set))))
             # filler rows: pad ids, no labels (and, packed, no row)
-            yield trim_batch(tuple(_pad_batch(x, b, fill) for x, fill in zip(arrays, (pad, -100, 0, 0))), pad,
-                             buckets)
+            yield shaped(tuple(_pad_batch(x, b, fill) for x, fill in zip(arrays, (pad, -100, 0, 0))))
 
     task = TrainTask(loss_cell=CausalLMLoss(adapted.network), aux_names=("label_tokens",),
                      trainable=adapted.trainable, train_batch=train_batch,
                      eval_batches=eval_batches if eval_set is not None else None,
                      tokens_in=lambda batch: int((batch[0] != pad).sum()),
-                     loss_tokens=lambda batch: int((batch[1] != -100).sum()),
+                     loss_tokens=lambda batch: int((batch[2] != -100).sum()),
                      eval_extra=evaluator, log_row=mixture_log_row(cfg, sampler, train),
                      fingerprint=run_fingerprint(cfg))
     summary = Trainer(cfg, run.run_dir, task, run.profile, desc="sft", run=run).fit()
@@ -79,17 +85,23 @@ def packed(cfg, rows: SFTSet) -> PackedSFTSet:
 PLANNED_BATCHES = 20_000   # the bucket plan reads the lengths of at most this many micro-batches (about 1 s)
 
 
-def planned_lengths(cfg, train, eval_set, sampler) -> list:
-    """The run's bucket lengths, planned from the longest row of each batch it will train and evaluate on.
-    Packed sequences are nearly full: they all run at data.max_length, one compiled shape."""
-    if cfg.train.length_buckets == 1 or cfg.data.packing:
-        return [cfg.data.max_length]
+def planned_shapes(cfg, train, eval_set, sampler):
+    """The run's bucket lengths and, per length, its label budget (mindtune.engine.buckets), planned from the
+    batches it will train and evaluate on. Packed sequences are nearly full: they all run at data.max_length,
+    one compiled length."""
     count = min(cfg.train.max_steps * cfg.train.grad_accum * sampler.world, PLANNED_BATCHES)
-    longest = [train.lengths[idx].max() for idx in sampler.first_batches(count)]
+    batches = [(train.lengths[idx].max(), train.label_counts[idx].sum()) for idx in sampler.first_batches(count)]
     if eval_set is not None:
         b = cfg.train.batch_size
-        longest += [eval_set.lengths[i:i + b].max() for i in range(0, len(eval_set), b)]
-    return plan_lengths(longest, cfg.train.length_buckets, cfg.data.max_length)
+        batches += [(eval_set.lengths[i:i + b].max(), eval_set.label_counts[i:i + b].sum())
+                    for i in range(0, len(eval_set), b)]
+    longest, labels = zip(*batches) if batches else ((), ())
+    if cfg.train.length_buckets == 1 or cfg.data.packing:
+        buckets = [cfg.data.max_length]
+    else:
+        buckets = plan_lengths(longest, cfg.train.length_buckets, cfg.data.max_length)
+    budgets = plan_label_budgets([bucket_of(n, buckets) for n in longest], labels, cfg.train.batch_size)
+    return buckets, budgets
 
 
 def check_rows(rows):

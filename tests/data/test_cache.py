@@ -10,6 +10,7 @@ import pytest
 
 from mindtune.data.cache import CacheView, ensure_cache
 from mindtune.data.encoders import Encoding
+from mindtune.data.packing import PackedSFTSet
 from mindtune.data.preference import load_preferences
 from mindtune.data.sets import Part, PreferenceSet, PromptSet, SFTSet
 from mindtune.data.sft import load_sft
@@ -44,6 +45,10 @@ def test_cached_sft_rows_equal_the_in_memory_encoding(tmp_path):
     assert (got_x == x).all() and (got_y == y).all() and data.dropped == dropped
     assert list(data.lengths) == [int((row != 0).sum()) for row in x]
     assert isinstance(CacheView(entry.directory).array("tokens"), np.memmap)   # read memory-mapped
+    # the label counts the label budgets are planned from (read from the marks file) are those batch() builds
+    assert data.label_counts.tolist() == (got_y != -100).sum(1).tolist() and data.label_counts.min() > 0
+    packs = PackedSFTSet(data, 48)
+    assert packs.label_counts.tolist() == (packs.batch(np.arange(len(packs)))[1] != -100).sum(1).tolist()
 
 
 def test_cached_preference_and_prompt_rows_equal_the_in_memory_encoding(tmp_path):
@@ -111,6 +116,7 @@ BUILD = """
 import json, os, sys
 from mindtune.data.cache import ensure_cache
 from mindtune.data.encoders import Encoding
+from mindtune.data.packing import PackedSFTSet
 from mindtune.data.sources import Source
 from mindtune.data.tokenizer import load_tokenizer
 path, cache, workers = sys.argv[1], sys.argv[2], int(sys.argv[3])

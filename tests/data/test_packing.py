@@ -36,6 +36,7 @@ class Rows:
         self.starts = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
         self.names, self.weights, self.pad_id, self.dropped = ["a", "b"][:len(sources)], [1.0] * len(sources), 0, 0
         self.lengths = np.array([len(t) for t, _ in self.rows])
+        self.label_counts = np.array([sum(y != IGNORE for y in targets) for _, targets in self.rows])
 
     def batch(self, idx):
         width = max(self.lengths[idx])
@@ -52,7 +53,7 @@ def test_a_packed_batch_holds_each_row_with_its_own_positions_and_segment():
     packed = PackedSFTSet(Rows([first, second]), capacity=8)
     # source a: row 2 (4) then row 0 (3) share a pack (room 1 left), row 1 (2) opens another; source b: row 3 alone
     assert [p.tolist() for p in packed.packs] == [[2, 0], [1], [3]]
-    assert packed.sizes == [2, 1] and packed.lengths.tolist() == [7, 2, 6]
+    assert packed.sizes == [2, 1] and packed.lengths.tolist() == [7, 2, 6] and packed.label_counts.tolist() == [4, 0, 5]
     assert packed.fill == pytest.approx(15 / 24)
     ids, labels, positions, segments = packed.batch([0, 2])
     assert ids.tolist() == [[31, 32, 33, 34, 11, 12, 13, 0], [41, 42, 43, 44, 45, 46, 0, 0]]

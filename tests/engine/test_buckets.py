@@ -1,8 +1,9 @@
-"""Length buckets: which lengths, where a batch is cut, and that the cut leaves every token's loss unchanged."""
+"""Length buckets and label budgets: which lengths, where a batch is cut, which positions the loss reads, and that
+neither changes any token's loss."""
 import numpy as np
 import pytest
 
-from mindtune.engine.buckets import longest_row, plan_lengths, trim_batch
+from mindtune.engine.buckets import gather_labels, longest_row, plan_label_budgets, plan_lengths, trim_batch
 
 PAD = 0
 
@@ -54,35 +55,64 @@ def test_loss_per_token_unchanged_by_the_cut(method, tmp_path):
     labels = np.full((2, 32), -100, np.int32)
     labels[0, 4:10] = ids[0, 5:11]
     labels[1, 6:13] = ids[1, 7:14]
-    padded = cell(ms.Tensor(ids), ms.Tensor(labels))
+    logits, _ = adapted.network(ms.Tensor(ids))     # every position's logits: the formula the cell must match
+    logp = logits.asnumpy() - np.log(np.exp(logits.asnumpy()).sum(-1, keepdims=True))
+    at = np.nonzero(labels != -100)
+    want = -logp[at[0], at[1], labels[at]].mean()
+    padded = cell(*(ms.Tensor(x) for x in gather_labels((ids, labels))))
     short_ids, short_labels = trim_batch((ids, labels), PAD, [16, 32])
     assert short_ids.shape == (2, 16)
-    short = cell(ms.Tensor(short_ids), ms.Tensor(short_labels))
+    short = cell(*(ms.Tensor(x) for x in gather_labels((short_ids, short_labels), {16: 16})))
     assert float(short[1][0].asnumpy()) == float(padded[1][0].asnumpy()) == 13
-    assert float(short[0].asnumpy()) == pytest.approx(float(padded[0].asnumpy()), rel=1e-5)
+    assert float(padded[0].asnumpy()) == pytest.approx(want, rel=1e-5)
+    assert float(short[0].asnumpy()) == pytest.approx(want, rel=1e-5)
 
 
 def test_the_plan_reads_the_batches_the_run_will_train_and_evaluate_on():
     from types import SimpleNamespace
 
     from mindtune.data.sampler import make_sampler
-    from mindtune.stages.sft import planned_lengths
+    from mindtune.stages.sft import planned_shapes
 
     class Rows(SimpleNamespace):
         def __len__(self):
             return len(self.lengths)
 
     lengths = np.random.default_rng(3).integers(10, 200, 64)
-    train = Rows(lengths=lengths)
+    train = Rows(lengths=lengths, label_counts=lengths // 3)
+
+    def planned_lengths(*args):
+        return planned_shapes(*args)[0]
     cfg = SimpleNamespace(train=SimpleNamespace(length_buckets=3, max_steps=5, grad_accum=2, batch_size=4),
                           data=SimpleNamespace(max_length=256, packing=False))
     sampler = make_sampler(64, 4, seed=1)
     read = [lengths[sampler.indices(k)].max() for k in range(10)]     # 5 steps x 2 micro-batches
     assert planned_lengths(cfg, train, None, sampler) == plan_lengths(read, 3, 256)
-    evaluated = Rows(lengths=np.array([230, 20, 20, 20, 20]))   # two eval batches: 230 and 20
+    evaluated = Rows(lengths=np.array([230, 20, 20, 20, 20]), label_counts=np.array([200, 5, 5, 5, 5]))
     assert planned_lengths(cfg, train, evaluated, sampler) == plan_lengths(read + [230, 20], 3, 256)
     assert 232 in planned_lengths(cfg, train, evaluated, sampler)
     cfg.data.packing = True      # packed sequences are nearly full: one shape
     assert planned_lengths(cfg, train, evaluated, sampler) == [256]
     cfg.data.packing, cfg.train.length_buckets = False, 1
     assert planned_lengths(cfg, train, evaluated, sampler) == [256]
+
+
+def test_label_budgets_are_the_most_labels_a_batch_at_each_length_holds():
+    # batches at 32 hold 20 and 40 labels, at 64 hold 3: budgets 48 and 16 (multiples of 16), never above B * T
+    assert plan_label_budgets([32, 64, 32], [20, 3, 40], rows=2) == {32: 48, 64: 16}
+    assert plan_label_budgets([8], [15], rows=1) == {8: 8}
+    assert plan_label_budgets([16], [0], rows=4) == {16: 16}
+
+
+def test_gather_labels_keeps_each_labelled_position_and_pads_to_the_budget():
+    ids = np.arange(12, dtype=np.int32).reshape(2, 6)
+    labels = np.full((2, 6), -100, np.int32)
+    labels[0, 2:4] = [7, 8]
+    labels[1, 0] = 9
+    positions = np.tile(np.arange(6, dtype=np.int32), (2, 1))
+    out_ids, at, targets, out_positions = gather_labels((ids, labels, positions), {6: 4})
+    assert out_ids is ids and out_positions is positions
+    assert at.tolist() == [2, 3, 6, 0] and targets.tolist() == [7, 8, 9, -100]   # row 1, t 0 is flat index 6
+    assert gather_labels((ids, labels), {6: 2})[1].shape == (12,)     # more labels than planned: every position
+    assert gather_labels((ids, labels))[2].tolist() == [7, 8, 9] + [-100] * 9  # no plan: every position
+

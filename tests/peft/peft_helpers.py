@@ -50,6 +50,7 @@ def batch(seed: int = 0, lengths=(SEQ, SEQ - 4), seq: int = SEQ):
 def trainer(adapted, run_dir, data, steps: int, lr: float, save_every: int = 0):
     """The project's Trainer on a fixed batch (overfitting it), exactly as the SFT stage wires it."""
     from mindtune.device import resolve_profile
+    from mindtune.engine.buckets import gather_labels
     from mindtune.engine.losses import CausalLMLoss
     from mindtune.engine.trainer import Trainer, TrainTask
 
@@ -59,7 +60,7 @@ def trainer(adapted, run_dir, data, steps: int, lr: float, save_every: int = 0):
     config.train.max_steps, config.train.lr, config.train.save_every = steps, lr, save_every
     config.train.schedule, config.train.warmup_steps, config.train.max_grad_norm = "constant", 0, 0.0
     task = TrainTask(loss_cell=CausalLMLoss(adapted.network), aux_names=("label_tokens",),
-                     trainable=adapted.trainable, train_batch=lambda k: data)
+                     trainable=adapted.trainable, train_batch=lambda k: gather_labels(data))
     return Trainer(config, run_dir, task, resolve_profile("cpu"), desc="test")
 
 
@@ -67,11 +68,12 @@ def loss_of(adapted, data) -> float:
     """The loss in inference mode; the compiled loss cell is kept on the Adapted (one compilation each)."""
     import mindspore as ms
 
+    from mindtune.engine.buckets import gather_labels
     from mindtune.engine.losses import CausalLMLoss
 
     cell = adapted.info.setdefault("_test_loss_cell", CausalLMLoss(adapted.network))
     cell.set_train(False)
-    loss, _ = cell(*(ms.Tensor(x) for x in data))
+    loss, _ = cell(*(ms.Tensor(x) for x in gather_labels(data)))
     return float(loss.asnumpy())
 
 

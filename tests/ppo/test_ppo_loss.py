@@ -16,6 +16,7 @@ def parts():
 
     from mindtune.config.schema import PPOConfig
     from mindtune.device import resolve_profile, setup_context
+    from mindtune.engine.buckets import gather_labels
     from mindtune.engine.losses import IGNORE, CausalLMLoss, token_log_probs
     from mindtune.models.build import build_llama, load_weights
     from mindtune.models.causal_lm import CausalLM
@@ -38,7 +39,8 @@ def parts():
     logp = token_log_probs(logits / 0.7, t(labels))[0].asnumpy()
     values = head(hidden).asnumpy()
     return dict(ms=ms, lm=lm, head=head, ids=ids, labels=labels, logp=logp, values=values, rng=rng,
-                PPOLoss=PPOLoss, PPOConfig=PPOConfig, CausalLMLoss=CausalLMLoss)
+                PPOLoss=PPOLoss, PPOConfig=PPOConfig, CausalLMLoss=CausalLMLoss,
+                gather_labels=gather_labels)
 
 
 def test_loss_at_the_rollout_policy(parts):
@@ -65,6 +67,6 @@ def test_ptx_adds_the_sft_loss(parts):
     cell = p["PPOLoss"](p["lm"], p["lm"], p["head"], cfg)
     loss, aux = cell(t(p["ids"]), t(p["labels"]), t(p["logp"]), t(p["values"]), t(zeros), t(p["values"]),
                      t(p["ids"]), t(p["labels"]))
-    sft, _ = p["CausalLMLoss"](p["lm"])(t(p["ids"]), t(p["labels"]))
+    sft, _ = p["CausalLMLoss"](p["lm"])(*(t(x) for x in p["gather_labels"]((p["ids"], p["labels"]))))
     assert float(aux[6].asnumpy()) == pytest.approx(float(sft.asnumpy()), rel=1e-5)
     assert float(loss.asnumpy()) == pytest.approx(0.25 * float(sft.asnumpy()), rel=1e-4, abs=1e-6)
