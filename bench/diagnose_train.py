@@ -40,6 +40,7 @@ VARIANTS = {
     "seq128": dict(seq=128),
     "seq128_hidden": dict(seq=128, loss="hidden_mean"),
     "labels30": dict(label_share=0.3),        # labels on the last 30% of each row, as SFT's responses
+    "seq256x1_labels30": dict(bs=1, label_share=0.3),   # the packed epoch's step: one 256-token sequence
     "seq128_lora_wq": dict(seq=128, targets=("wq",)),        # 30 LoRA branches instead of 120
     "recompute": dict(recompute="full"),
     "pynative": dict(graph=False),
