@@ -16,9 +16,10 @@ holds, rounded up to a multiple of 16; a batch with more (one the plan did not r
 """
 import numpy as np
 
+from mindtune.data.sets import IGNORE
+
 MULTIPLE = 8
 LABEL_MULTIPLE = 16    # label budgets: a whole number of the 16 x 16 blocks Ascend's matrix unit works in
-IGNORE = -100
 
 
 def plan_lengths(batch_longest, count: int, max_length: int) -> list:

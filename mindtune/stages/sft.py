@@ -82,7 +82,7 @@ def packed(cfg, rows: SFTSet) -> PackedSFTSet:
     return packs
 
 
-PLANNED_BATCHES = 20_000   # the bucket plan reads the lengths of at most this many micro-batches (about 1 s)
+PLANNED_BATCHES = 20_000   # the shape plan reads the lengths and label counts of at most this many micro-batches
 
 
 def planned_shapes(cfg, train, eval_set, sampler):
