@@ -116,7 +116,6 @@ BUILD = """
 import json, os, sys
 from mindtune.data.cache import ensure_cache
 from mindtune.data.encoders import Encoding
-from mindtune.data.packing import PackedSFTSet
 from mindtune.data.sources import Source
 from mindtune.data.tokenizer import load_tokenizer
 path, cache, workers = sys.argv[1], sys.argv[2], int(sys.argv[3])
