@@ -9,6 +9,7 @@ then the second's, and so on. `sizes` and `weights` tell the sampler how to draw
     PromptSet      a sequence of prompt token lists; `rows[i]` = (where, row) for GRPO's rewards
 """
 import json
+from functools import cached_property
 from typing import List
 
 import numpy as np
@@ -73,7 +74,11 @@ class SFTSet(_Parts):
     def __init__(self, parts, pad_id, max_length):
         super().__init__(parts, pad_id, max_length)
         self.lengths = self._lengths("tokens")
-        self.label_counts = np.concatenate([_label_counts(p.view)[:p.size] for p in self.parts])
+
+    @cached_property
+    def label_counts(self) -> np.ndarray:
+        """Labelled positions per row, read on first use: the SFT stage plans its shapes from them; PPO-ptx never asks."""
+        return np.concatenate([_label_counts(p.view)[:p.size] for p in self.parts])
 
     def batch(self, idx):
         return self._padded("tokens", idx, self.pad_id), self._padded("tokens", idx, IGNORE, marks="marks")
