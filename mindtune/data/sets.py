@@ -77,7 +77,7 @@ class SFTSet(_Parts):
 
     @cached_property
     def label_counts(self) -> np.ndarray:
-        """Labelled positions per row, read on first use: the SFT stage plans its shapes from them; PPO-ptx never asks."""
+        """Labelled positions per row, read on first use (the SFT stage plans its shapes from them)."""
         return np.concatenate([_label_counts(p.view)[:p.size] for p in self.parts])
 
     def batch(self, idx):
