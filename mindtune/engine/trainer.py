@@ -128,6 +128,14 @@ class Trainer:
                 scaler.adjust(finite)
             return finite, norm
 
+        # Without gradient accumulation the whole optimizer step is one graph: forward, backward and update, as
+        # MindSpore's TrainOneStepCell. The gradients never leave the graph, and the step is one launch (what sink
+        # mode on Ascend needs); the result is the same as forward_backward followed by update.
+        def train_step(scale, inv_scale, max_norm, lr, *batch):
+            loss, aux, grads = forward_backward(scale, *batch)
+            finite, norm = update(grads, inv_scale, max_norm, lr)
+            return loss, aux, finite, norm
+
         def evaluate(*batch):
             return loss_cell(*batch)
 
@@ -143,6 +151,8 @@ class Trainer:
         self._forward_backward = CompiledFunction(forward_backward, [loss_cell], cache=cache, label="forward_backward")
         self._accumulate = CompiledFunction(accumulate, cache=cache, label="accumulate")
         self._update = CompiledFunction(update, [optimizer], scaler_state, cache=cache, label="update")
+        self._train_step = CompiledFunction(train_step, [loss_cell, optimizer], scaler_state, cache=cache,
+                                            label="train_step")
         self._evaluate = CompiledFunction(evaluate, [loss_cell], cache=cache, label="evaluate")
 
     def _tensors(self, batch):
@@ -241,22 +251,29 @@ class Trainer:
                 batches = [self.task.train_batch(step * cfg.grad_accum + m) for m in range(cfg.grad_accum)]
                 weights = self._micro_weights(batches)
                 shapes = {tuple(np.shape(x) for x in batch) for batch in batches} - compiled
+                inv, lr_value = ms.Tensor(1.0 / scale_value, ms.float32), ms.Tensor(lr, ms.float32)
+                fused = len(batches) == 1     # no accumulation: the step is the one train_step graph
+                graph = self._train_step if fused else self._forward_backward
                 total, losses, auxes, tokens = None, [], [], 0
                 for batch, weight in zip(batches, weights):
                     tokens += self.task.tokens_in(batch)
                     scale = ms.Tensor(scale_value * weight, ms.float32)
-                    args = (scale, *self._tensors(batch))
+                    args = (scale, inv, max_norm, lr_value) if fused else (scale,)
+                    args += self._tensors(batch)
                     shape = tuple(np.shape(x) for x in batch)
                     if shape not in compiled:
                         compiled.add(shape)
                         self._say_compiling(f"the training step for batches of {'x'.join(map(str, shape[0]))}",
-                                            self._forward_backward.cached(args))
-                    loss, aux, grads = self._forward_backward(*args)
-                    total = grads if total is None else self._accumulate(ms.mutable(total), ms.mutable(grads))
+                                            graph.cached(args))
+                    if fused:
+                        loss, aux, finite, norm = graph(*args)
+                    else:
+                        loss, aux, grads = graph(*args)
+                        total = grads if total is None else self._accumulate(ms.mutable(total), ms.mutable(grads))
                     losses.append(float(loss.asnumpy()))
                     auxes.append(aux)
-                inv = ms.Tensor(1.0 / scale_value, ms.float32)
-                finite, norm = self._update(ms.mutable(total), inv, max_norm, ms.Tensor(lr, ms.float32))
+                if total is not None:
+                    finite, norm = self._update(ms.mutable(total), inv, max_norm, lr_value)
                 finite = bool(finite.asnumpy())
                 if not finite:
                     summary["skipped_steps"] += 1

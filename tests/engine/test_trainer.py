@@ -138,6 +138,41 @@ def test_the_update_graph_skips_a_non_finite_step_and_applies_a_finite_one(toy_s
     assert int(trainer.state_tensors()["optimizer/global_step"]) == int(before["optimizer/global_step"]) + 1
 
 
+def test_without_accumulation_one_graph_runs_the_step_and_skips_a_non_finite_one(toy_setup, tmp_path):
+    """grad_accum 1: forward, backward and update are the train_step graph alone (the two-graph path is never
+    called), and a batch whose gradient is not finite leaves weights and optimizer state as they were, so
+    steps [a, NaN, b] end where steps [a, b] do."""
+    from mindtune.config import load_config
+    from mindtune.engine.metrics import read_metrics
+    from mindtune.engine.trainer import Trainer, TrainTask
+
+    profile, Toy, x, y = toy_setup
+    bad = x[:4].copy()
+    bad[1, 2] = np.nan
+
+    def fit(batches, where):
+        cfg = load_config(None, [f"train.max_steps={len(batches)}", "train.lr=0.05", "train.schedule=constant",
+                                 "train.max_grad_norm=0"])
+        cell = Toy()
+        where.mkdir(parents=True, exist_ok=True)
+        trainer = Trainer(cfg, str(where), TrainTask(cell, ("rows",), [cell.w], lambda k: batches[k]), profile)
+
+        def two_graph_path(*args):
+            raise AssertionError("the two-graph path ran without gradient accumulation")
+        trainer._forward_backward = trainer._update = two_graph_path
+        trainer.fit()
+        return cell.w.asnumpy(), trainer.state_tensors(), read_metrics(str(where / "metrics.jsonl"))
+
+    a, b = (x[:4], y[:4]), (x[4:8], y[4:8])
+    w_skip, state_skip, rows = fit([a, (bad, y[:4]), b], tmp_path / "skip")
+    w_plain, state_plain, _ = fit([a, b], tmp_path / "plain")
+    assert [r["skipped"] for r in rows] == [False, True, False]
+    np.testing.assert_array_equal(w_skip, w_plain)
+    for name in ("optimizer/global_step", "optimizer/adam_m.toy.w", "optimizer/adam_v.toy.w"):
+        np.testing.assert_array_equal(state_skip[name], state_plain[name], err_msg=name)
+    assert not np.allclose(w_plain, Toy().w.asnumpy())          # and the finite steps did move the weights
+
+
 @pytest.fixture(scope="module")
 def masked_setup(toy_setup):
     """A per-token loss: rows of 8 positions whose label masks hold very unequal numbers of tokens."""
