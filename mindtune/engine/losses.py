@@ -16,6 +16,30 @@ def token_log_probs(logits, labels):
     return picked * mask.astype(picked.dtype), mask.astype(picked.dtype)
 
 
+def labelled_logits(hidden, lm_head, label_at):
+    """float32 logits [K, V] of the final hidden states [N, T, H] at the flat positions `label_at` [K] (row * T + t):
+    the output projection runs at those positions only (the network's own [N, T, V] logits are then unused, and
+    graph mode removes them)."""
+    picked = ops.gather(hidden.reshape(-1, hidden.shape[-1]), label_at, 0)
+    return lm_head(picked).astype("float32")
+
+
+def scatter_positions(values, label_at, shape):
+    """`values` [K] put back at the flat positions `label_at` of an [N, T] `shape`, 0 elsewhere (the padded entries
+    of a gathered batch point at index 0 and must hold 0, as token_log_probs gives them)."""
+    return ops.unsorted_segment_sum(values, label_at, shape[0] * shape[1]).reshape(shape)
+
+
+def gathered_log_probs(hidden, lm_head, label_at, label_ids, inv_temperature: float = 1.0):
+    """(logits [K, V] / temperature, log p [N, T], mask [N, T]) for the targets `label_ids` at the flat positions
+    `label_at` of the final hidden states [N, T, H]: projected and log-softmaxed at those K positions only, the
+    log-probabilities and mask then put back in place (0 elsewhere) for per-token RL maths (PPO, GRPO)."""
+    logits = labelled_logits(hidden, lm_head, label_at) * inv_temperature
+    logp, mask = token_log_probs(logits, label_ids)
+    shape = hidden.shape[:2]
+    return logits, scatter_positions(logp, label_at, shape), scatter_positions(mask, label_at, shape)
+
+
 class CausalLMLoss(nn.Cell):
     """Mean next-token cross-entropy over the labelled positions. Returns (loss, (labelled token count,)).
 

@@ -19,10 +19,12 @@ import numpy as np
 from mindspore import nn
 
 from mindtune.engine import compile_cache
+from mindtune.engine.buckets import gather_labels, plan_label_budgets
 from mindtune.engine.graph import CompiledFunction
-from mindtune.engine.losses import IGNORE, token_log_probs
+from mindtune.engine.losses import IGNORE, gathered_log_probs
 from mindtune.engine.trainer import Trainer, TrainTask
 from mindtune.errors import ConfigError
+from mindtune.models.causal_lm import output_projection
 from mindtune.rlhf import advantages as adv
 from mindtune.rlhf.losses import grpo_loss
 from mindtune.rlhf.rewards import build_rule, group_advantages, is_reward_model, reward_weights
@@ -34,17 +36,20 @@ AUX = ("kl", "clip_fraction")
 
 
 class GRPOLoss(nn.Cell):
-    """(input_ids, labels, old_logp, ref_logp, advantages [B]) -> (loss, (kl, clip_fraction))."""
+    """(input_ids [B, T], label_at [K], label_ids [K], old_logp, ref_logp [B, T], advantages [B]) -> (loss, (kl,
+    clip_fraction)). The response tokens come gathered (`mindtune.engine.buckets.gather_labels`): the output
+    projection and log-softmax run at those K positions only, and their log-probabilities go back to [B, T]."""
 
     def __init__(self, policy, cfg):
         super().__init__(auto_prefix=False)
         self.policy, self.cfg = policy, cfg
+        self.lm_head = output_projection(policy)
         self.inv_temperature = 1.0 / cfg.temperature
 
-    def construct(self, input_ids, labels, old_logp, ref_logp, advantages):
+    def construct(self, input_ids, label_at, label_ids, old_logp, ref_logp, advantages):
         cfg = self.cfg
-        logits, _ = self.policy(input_ids)
-        logp, mask = token_log_probs(logits * self.inv_temperature, labels)
+        _, hidden = self.policy(input_ids)
+        _, logp, mask = gathered_log_probs(hidden, self.lm_head, label_at, label_ids, self.inv_temperature)
         loss, kl, clipped = grpo_loss(logp, old_logp, ref_logp, advantages, mask, cfg.epsilon, cfg.epsilon_high,
                                       cfg.beta, cfg.loss_type)
         return loss, (kl, clipped)
@@ -123,18 +128,20 @@ class Roles:
         inv_t = 1.0 / cfg.grpo.temperature
         policy, reference = self.policy.network, self.reference
 
-        def policy_forward(input_ids, labels):
-            logits, _ = policy(input_ids)
-            return token_log_probs(logits * inv_t, labels)[0]
+        def log_probs(network):
+            """(input_ids, label_at, label_ids) -> log p [B, T] of the gathered response tokens under `network`."""
+            head = output_projection(network)
+
+            def forward(input_ids, label_at, label_ids):
+                _, hidden = network(input_ids)
+                return gathered_log_probs(hidden, head, label_at, label_ids, inv_t)[1]
+            return forward
 
         cache = compile_cache.for_run(cfg, run.rank)
-        self.policy_forward = CompiledFunction(policy_forward, [policy], cache=cache, label="grpo.policy_forward")
+        self.policy_forward = CompiledFunction(log_probs(policy), [policy], cache=cache, label="grpo.policy_forward")
         self.reference_forward = None
         if reference is not None:
-            def reference_forward(input_ids, labels):
-                logits, _ = reference(input_ids)
-                return token_log_probs(logits * inv_t, labels)[0]
-            self.reference_forward = CompiledFunction(reference_forward, [reference], cache=cache,
+            self.reference_forward = CompiledFunction(log_probs(reference), [reference], cache=cache,
                                                       label="grpo.reference_forward")
         self.scorers = {}
         for r in rewards:
@@ -173,6 +180,9 @@ class GroupRollouts:
         self.micro_per_iteration = cfg.epochs * n // self.batch_size
         self.steps_per_iteration = self.micro_per_iteration // run.config.train.grad_accum
         self.sampler = run.sampler(self.prompts, batch_size=cfg.rollout_batch)
+        # a response holds at most max_new_tokens labels: the loss's static number of positions a micro-batch
+        self.label_budgets = plan_label_budgets([seq_length], [self.batch_size * cfg.max_new_tokens],
+                                                self.batch_size)
         self.sampling = SamplingConfig(greedy=False, temperature=cfg.temperature, top_k=cfg.top_k,
                                        top_p=cfg.top_p).check()
         tok = run.resolved.tokenizer
@@ -217,10 +227,11 @@ class GroupRollouts:
         logp = np.zeros((n, self.seq_length), np.float32)
         ref_logp = np.zeros_like(logp)
         for keep, idx in batches(n, self.batch_size):
-            ids, labels = ms.Tensor(rollout.input_ids[idx]), ms.Tensor(rollout.labels[idx])
-            logp[keep] = self.roles.policy_forward(ids, labels).asnumpy()[:len(keep)]
+            gathered = [ms.Tensor(x) for x in gather_labels((rollout.input_ids[idx], rollout.labels[idx]),
+                                                            self.label_budgets)]
+            logp[keep] = self.roles.policy_forward(*gathered).asnumpy()[:len(keep)]
             if self.roles.reference_forward is not None:
-                ref_logp[keep] = self.roles.reference_forward(ids, labels).asnumpy()[:len(keep)]
+                ref_logp[keep] = self.roles.reference_forward(*gathered).asnumpy()[:len(keep)]
         return rollout, logp, ref_logp, generated - began, time.perf_counter() - generated
 
     # ---- one iteration ------------------------------------------------------------------------------------
@@ -258,13 +269,14 @@ class GroupRollouts:
         if iteration != self.iteration:
             self.prepare(iteration)
         rows = self.order[micro * self.batch_size:(micro + 1) * self.batch_size]
-        return tuple(a[rows] for a in self.data)
+        return gather_labels(tuple(a[rows] for a in self.data), self.label_budgets)
 
     def loss_tokens(self, batch) -> float:
-        mask = batch[1] != IGNORE
-        if self.cfg.loss_type == "sequence":
-            return float(mask.any(-1).sum())
-        return float(mask.sum())
+        input_ids, label_at, label_ids = batch[:3]
+        labelled = label_at[label_ids != IGNORE]
+        if self.cfg.loss_type == "sequence":      # the responses with a label
+            return float(np.unique(labelled // input_ids.shape[1]).size)
+        return float(labelled.size)
 
     def log_row(self, step: int, row: dict):
         self._steps.append(row)
@@ -316,6 +328,9 @@ def run(config) -> dict:
     state = {}
     buffer = GroupRollouts(run, roles, rewards, train, generator, seq_length, state)
     buffer.held_out = held_out
+    if run.rank == 0:
+        print(f"grpo: the loss reads the policy's logits at no more than {buffer.label_budgets[seq_length]} of "
+              f"{b * seq_length} positions a batch (the response tokens)", flush=True)
     steps = buffer.steps_per_iteration
     # the engine counts optimizer steps: an iteration is `steps` of them; saves and evaluations fall on iterations
     engine_train = dataclasses.replace(cfg.train, max_steps=grpo.iterations * steps,

@@ -22,10 +22,12 @@ import numpy as np
 from mindspore import nn, ops
 
 from mindtune.engine import compile_cache
+from mindtune.engine.buckets import gather_labels, plan_label_budgets
 from mindtune.engine.graph import CompiledFunction
-from mindtune.engine.losses import IGNORE, token_log_probs
+from mindtune.engine.losses import IGNORE, gathered_log_probs, labelled_logits, token_log_probs
 from mindtune.engine.trainer import Trainer, TrainTask
 from mindtune.errors import ConfigError
+from mindtune.models.causal_lm import output_projection
 from mindtune.rlhf import advantages as adv
 from mindtune.rlhf.losses import (clipped_policy_loss, clipped_value_loss, entropy_from_logits,
                                   masked_mean)
@@ -38,35 +40,41 @@ ROLLOUT_PEFT = ("none", "lora")   # the generator needs weights it can fold the 
 
 
 class PPOLoss(nn.Cell):
-    """(input_ids, labels, old_logp, old_values, advantages, returns[, ptx_ids, ptx_labels]) -> (loss, AUX)."""
+    """(input_ids [B, T], label_at [K], label_ids [K], old_logp, old_values, advantages, returns [B, T][, ptx_ids,
+    ptx_label_at, ptx_label_ids]) -> (loss, AUX).
+
+    The response tokens come as flat positions and targets (`mindtune.engine.buckets.gather_labels`): the actor's
+    output projection, log-softmax and entropy run at those K positions only, not at the prompt's and padding's,
+    and the log-probabilities are put back at their [B, T] places for the per-token maths."""
 
     def __init__(self, actor, critic, value_head, cfg):
         super().__init__(auto_prefix=False)
         self.actor, self.critic, self.value_head = actor, critic, value_head
+        self.lm_head = output_projection(actor)
         self.inv_temperature = 1.0 / cfg.temperature
         self.cliprange, self.cliprange_value = cfg.cliprange, cfg.cliprange_value
         self.vf_coef, self.entropy_coef, self.ptx_coef = cfg.vf_coef, cfg.entropy_coef, cfg.ptx_coef
 
-    def construct(self, input_ids, labels, old_logp, old_values, advantages, returns, ptx_ids=None,
-                  ptx_labels=None):
-        logits, _ = self.actor(input_ids)
-        logits = logits * self.inv_temperature
-        logp, mask = token_log_probs(logits, labels)
+    def construct(self, input_ids, label_at, label_ids, old_logp, old_values, advantages, returns, ptx_ids=None,
+                  ptx_label_at=None, ptx_label_ids=None):
+        _, hidden = self.actor(input_ids)
+        logits, logp, mask = gathered_log_probs(hidden, self.lm_head, label_at, label_ids, self.inv_temperature)
         per_token, clipped = clipped_policy_loss(logp, old_logp, advantages, mask, self.cliprange, self.cliprange)
         policy_loss = masked_mean(per_token, mask)
         _, hidden = self.critic(input_ids)
         values = self.value_head(hidden)
         value_tokens, value_clipped = clipped_value_loss(values, old_values, returns, mask, self.cliprange_value)
         value_loss = masked_mean(value_tokens, mask)
-        entropy = masked_mean(entropy_from_logits(logits), mask)
+        entropy = masked_mean(entropy_from_logits(logits), (label_ids != IGNORE).astype(logits.dtype))
         if self.entropy_coef == 0:
             entropy = ops.stop_gradient(entropy)
         approx_kl = masked_mean(0.5 * (logp - old_logp) ** 2, mask)
         loss = policy_loss + self.vf_coef * value_loss - self.entropy_coef * entropy
         ptx_loss = ops.zeros((), policy_loss.dtype)
         if ptx_ids is not None:
-            ptx_logits, _ = self.actor(ptx_ids)
-            ptx_logp, ptx_mask = token_log_probs(ptx_logits, ptx_labels)
+            _, ptx_hidden = self.actor(ptx_ids)
+            ptx_logp, ptx_mask = token_log_probs(labelled_logits(ptx_hidden, self.lm_head, ptx_label_at),
+                                                 ptx_label_ids)
             ptx_loss = -ptx_logp.sum() / ops.maximum(ptx_mask.sum(), 1.0)
             loss = loss + self.ptx_coef * ptx_loss
         return loss, (policy_loss, value_loss, entropy, approx_kl, masked_mean(clipped, mask),
@@ -168,15 +176,17 @@ class Roles:
         actor, reference, critic, value_head, reward = (self.actor.network, self.reference, self.critic,
                                                         self.value_head, self.reward)
 
-        def actor_forward(input_ids, labels):
-            logits, _ = actor(input_ids)
-            logp, _ = token_log_probs(logits * inv_t, labels)
+        actor_head, reference_head = output_projection(actor), output_projection(reference)
+
+        def actor_forward(input_ids, label_at, label_ids):
+            _, hidden = actor(input_ids)
+            logp = gathered_log_probs(hidden, actor_head, label_at, label_ids, inv_t)[1]
             _, hidden = critic(input_ids)
             return logp, value_head(hidden)
 
-        def reference_forward(input_ids, labels):
-            logits, _ = reference(input_ids)
-            return token_log_probs(logits * inv_t, labels)[0]
+        def reference_forward(input_ids, label_at, label_ids):
+            _, hidden = reference(input_ids)
+            return gathered_log_probs(hidden, reference_head, label_at, label_ids, inv_t)[1]
 
         def reward_forward(input_ids, last_index):
             return reward(input_ids, last_index)
@@ -210,6 +220,8 @@ class RolloutBuffer:
         self.micro_per_iteration = cfg.epochs * cfg.rollout_batch // batch_size
         self.steps_per_iteration = self.micro_per_iteration // grad_accum
         self.sampler = run.sampler(prompts, batch_size=cfg.rollout_batch)
+        # a response holds at most max_new_tokens labels: the loss's static number of positions a micro-batch
+        self.label_budgets = plan_label_budgets([seq_length], [batch_size * cfg.max_new_tokens], batch_size)
         self.sampling = SamplingConfig(greedy=False, temperature=cfg.temperature, top_k=cfg.top_k,
                                        top_p=cfg.top_p).check()
         self.pad = run.resolved.spec.pad_token_id
@@ -239,11 +251,12 @@ class RolloutBuffer:
         values, ref_logp, scores = np.zeros_like(logp), np.zeros_like(logp), np.zeros(n)
         reward_ids, reward_last = reward_inputs(rollout, self.suffix)
         for keep, idx in batches(n, b):
-            ids, labels = ms.Tensor(rollout.input_ids[idx]), ms.Tensor(rollout.labels[idx])
-            lp, v = self.roles.actor_forward(ids, labels)
+            gathered = [ms.Tensor(x) for x in gather_labels((rollout.input_ids[idx], rollout.labels[idx]),
+                                                            self.label_budgets)]
+            lp, v = self.roles.actor_forward(*gathered)
             k = len(keep)
             logp[keep], values[keep] = lp.asnumpy()[:k], v.asnumpy()[:k]
-            ref_logp[keep] = self.roles.reference_forward(ids, labels).asnumpy()[:k]
+            ref_logp[keep] = self.roles.reference_forward(*gathered).asnumpy()[:k]
             scores[keep] = self.roles.reward_forward(ms.Tensor(reward_ids[idx]),
                                                      ms.Tensor(reward_last[idx])).asnumpy()[:k]
         arrays = {"logp": logp, "values": values, "ref_logp": ref_logp, "scores": scores}
@@ -312,7 +325,7 @@ class RolloutBuffer:
         if iteration != self.iteration:
             self.prepare(iteration)
         rows = self.order[micro * self.batch_size:(micro + 1) * self.batch_size]
-        batch = tuple(a[rows] for a in self.data)
+        batch = gather_labels(tuple(a[rows] for a in self.data), self.label_budgets)
         if self.ptx is not None:
             batch += self.ptx(k)
         return batch
@@ -378,6 +391,9 @@ def run(config) -> dict:
                            lambda v: trainer_ref["trainer"].sum_over_ranks(v))
     if ppo.ptx_coef > 0:
         buffer.ptx = _ptx_batches(cfg, run, seq_length, b)
+    if run.rank == 0:
+        print(f"ppo: the loss reads the actor's logits at no more than {buffer.label_budgets[seq_length]} of "
+              f"{b * seq_length} positions a batch (the response tokens)", flush=True)
     steps = buffer.steps_per_iteration
     # the engine counts optimizer steps: an iteration is `steps` of them; saves and evaluations fall on iterations
     train = dataclasses.replace(cfg.train, max_steps=ppo.iterations * steps, eval_every=ppo.eval_every * steps,
@@ -387,7 +403,7 @@ def run(config) -> dict:
     task = TrainTask(loss_cell=PPOLoss(roles.actor.network, roles.critic, roles.value_head, ppo), aux_names=AUX,
                      trainable=trainable, train_batch=buffer.train_batch,
                      tokens_in=lambda batch: int((batch[0] != run.resolved.spec.pad_token_id).sum()),
-                     loss_tokens=lambda batch: int((batch[1] != IGNORE).sum()),
+                     loss_tokens=lambda batch: int((batch[2] != IGNORE).sum()),
                      extra_state=state, log_row=buffer.log_row,
                      eval_extra=(lambda: buffer.evaluate(held_out)) if held_out else None,
                      fingerprint=run_fingerprint(cfg))
@@ -407,14 +423,16 @@ def run(config) -> dict:
 
 
 def _ptx_batches(cfg, run, seq_length: int, batch_size: int):
-    """PPO-ptx: micro-batch k of the SFT rows in ppo.ptx_data, at the rollout's sequence length."""
+    """PPO-ptx: micro-batch k of the SFT rows in ppo.ptx_data, at the rollout's sequence length, its labels
+    gathered (ids, label_at, label_ids) to a budget of batch_size x the most labels of any row."""
     from mindtune.data.loading import open_set
     from mindtune.data.sources import parse_sources
 
     rows = open_set("sft", parse_sources(cfg.ppo.ptx_data, "ppo.ptx_data", cfg.data.columns), run.resolved.tokenizer,
                     run.resolved.spec.pad_token_id, seq_length, cfg.data, train_on_prompt=False)
     sampler = run.sampler(rows, batch_size=batch_size, seed=cfg.seed + 1, group_by_length=False)
-    return lambda k: rows.batch(sampler.indices(k))
+    budgets = plan_label_budgets([seq_length], [batch_size * int(rows.label_counts.max(initial=0))], batch_size)
+    return lambda k: gather_labels(rows.batch(sampler.indices(k)), budgets)
 
 
 def check_rows(rows):
