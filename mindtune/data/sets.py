@@ -5,7 +5,8 @@ then the second's, and so on. `sizes` and `weights` tell the sampler how to draw
 
     SFTSet         len, lengths, label_counts, batch(idx) -> (input_ids [b, L] int32 right-padded with the pad
                    id, labels [b, L] int32 with IGNORE; labels[t] is the target of position t)
-    PreferenceSet  the rm/dpo view: chosen/rejected ids and labels as padded views, last indices, margins
+    PreferenceSet  the rm/dpo view: chosen/rejected ids and labels as padded views, last indices, margins,
+                   label_counts (both sides' labelled positions per pair)
     PromptSet      a sequence of prompt token lists; `rows[i]` = (where, row) for GRPO's rewards
 """
 import json
@@ -84,10 +85,10 @@ class SFTSet(_Parts):
         return self._padded("tokens", idx, self.pad_id), self._padded("tokens", idx, IGNORE, marks="marks")
 
 
-def _label_counts(view: CacheView) -> np.ndarray:
+def _label_counts(view: CacheView, field: str = "marks") -> np.ndarray:
     """Labelled positions per row: token t + 1 carrying a label (mark 1) labels position t, so a row's count is
-    its marks after the first token. One sequential pass over the marks file."""
-    marks, offsets = view.array("marks"), np.asarray(view.array("marks.offsets"), np.int64)
+    its marks after the first token. One sequential pass over the marks file (`field`)."""
+    marks, offsets = view.array(field), np.asarray(view.array(field + ".offsets"), np.int64)
     counts = np.zeros(len(offsets) - 1, np.int64)
     filled = offsets[1:] > offsets[:-1]
     if filled.any():
@@ -125,6 +126,12 @@ class PreferenceSet(_Parts):
         self.chosen_last, self.rejected_last = chosen - 1, rejected - 1
         self.lengths = np.maximum(chosen, rejected)
         self.margin = np.concatenate([np.asarray(p.view.array("margin")[:p.size]) for p in parts]).astype(np.float32)
+
+    @cached_property
+    def label_counts(self) -> np.ndarray:
+        """Labelled positions per pair, chosen's plus rejected's, read on first use (DPO plans its shapes from them)."""
+        return np.concatenate([(_label_counts(p.view, "chosen_marks") + _label_counts(p.view, "rejected_marks"))
+                               [:p.size] for p in self.parts])
 
 
 class PromptSet(_Parts):

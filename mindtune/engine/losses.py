@@ -24,6 +24,22 @@ def labelled_logits(hidden, lm_head, label_at):
     return lm_head(picked).astype("float32")
 
 
+def labelled_log_probs(hidden, lm_head, label_at, label_ids):
+    """(log p [K], mask [K]) of the targets `label_ids` at the flat positions `label_at` of the final hidden states
+    [N, T, H], projected and log-softmaxed there only. Padded entries (label IGNORE) give 0 and mask 0
+    (`mindtune.engine.buckets.gather_labels` builds the pair)."""
+    return token_log_probs(labelled_logits(hidden, lm_head, label_at), label_ids)
+
+
+def row_label_log_probs(hidden, lm_head, label_at, label_ids):
+    """(sum [N], count [N]): per row of hidden [N, T, H], the summed log-probabilities of its labelled tokens and
+    how many there are, from the K gathered positions (`labelled_log_probs`) by a segment sum over label_at // T.
+    Padded entries add 0 to both. What a sequence-level loss (DPO, likelihood scoring) needs from a forward."""
+    logp, mask = labelled_log_probs(hidden, lm_head, label_at, label_ids)
+    rows, row = hidden.shape[0], label_at // hidden.shape[1]
+    return ops.unsorted_segment_sum(logp, row, rows), ops.unsorted_segment_sum(mask, row, rows)
+
+
 def scatter_positions(values, label_at, shape):
     """`values` [K] put back at the flat positions `label_at` of an [N, T] `shape`, 0 elsewhere (the padded entries
     of a gathered batch point at index 0 and must hold 0, as token_log_probs gives them)."""
@@ -64,9 +80,7 @@ class CausalLMLoss(nn.Cell):
             _, hidden = self.network(input_ids)
         else:
             _, hidden = self.network(input_ids, None, None, positions, segments)
-        picked = ops.gather(hidden.reshape(-1, hidden.shape[-1]), label_at, 0)
-        logits = self.lm_head(picked).astype("float32")
-        logp, mask = token_log_probs(logits, label_ids)
+        logp, mask = labelled_log_probs(hidden, self.lm_head, label_at, label_ids)
         count = mask.sum()
         loss = -logp.sum() / ops.maximum(count, 1.0)
         return loss, (count,)

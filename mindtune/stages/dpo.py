@@ -7,7 +7,9 @@ the reference keeps the original. SimPO needs no reference. `dpo.precompute_refe
 log-probabilities of every pair once, before training, into RUN_DIR/reference_logps.npz (reused on resume).
 
 A micro-batch holds both sides of B pairs: rows 0..B-1 chosen, B..2B-1 rejected, with SFT-style labels on the
-final response, so one forward gives every log-probability the loss needs.
+final response, so one forward gives every log-probability the loss needs. As in SFT, the labels go to the loss as
+K flat positions and targets (`mindtune.engine.buckets.gather_labels`), K planned from the run's pair batches: the
+output projection and the log-softmax run at the response tokens only, never at a prompt or padding position.
 """
 import os
 
@@ -17,12 +19,14 @@ from mindspore import nn, ops
 from mindtune.atomic import atomic_write
 from mindtune.data.loading import stage_sets
 from mindtune.engine import compile_cache
+from mindtune.engine.buckets import gather_labels, plan_label_budgets
 from mindtune.engine.graph import CompiledFunction
-from mindtune.engine.losses import IGNORE, token_log_probs
+from mindtune.engine.losses import IGNORE, row_label_log_probs
 from mindtune.engine.trainer import Trainer, TrainTask
 from mindtune.errors import ConfigError
+from mindtune.models.causal_lm import output_projection
 from mindtune.models.roles import BasePool
-from mindtune.rlhf.losses import _weighted_mean, dpo_loss, sequence_log_probs
+from mindtune.rlhf.losses import _weighted_mean, dpo_loss
 from mindtune.stages.common import (check_inputs, mixture_log_row, prepare_run, print_summary, run_fingerprint,
                                     save_final)
 
@@ -34,26 +38,28 @@ REFERENCE_FILE = "reference_logps.npz"
 
 
 class DPOLoss(nn.Cell):
-    """(input_ids [2B, L], labels [2B, L], weight [B], ref_logps [2B]) -> (loss, METRICS).
+    """(input_ids [2B, L], label_at [K], label_ids [K], weight [B], ref_logps [2B]) -> (loss, METRICS).
 
-    ref_logps are used when there is no reference network in the graph (precomputed, or simpo's zeros)."""
+    label_at, label_ids: the labelled positions of the 2B rows as flat indices (row * L + t) and their targets,
+    padded with index 0 and IGNORE (`pair_batch`). The policy and the in-graph reference both project only those
+    K positions. ref_logps are used when there is no reference network in the graph (precomputed, or simpo's
+    zeros)."""
 
     def __init__(self, policy, reference, cfg):
         super().__init__(auto_prefix=False)   # keep the parameter names checkpoints and adapters use
         self.policy, self.reference, self.cfg = policy, reference, cfg
+        self.policy_head = output_projection(policy)
+        self.reference_head = output_projection(reference) if reference is not None else None
         self.average = cfg.loss in ("ipo", "simpo")
 
-    def _logps(self, network, input_ids, labels):
-        logits, _ = network(input_ids)
-        logp, mask = token_log_probs(logits, labels)
-        return sequence_log_probs(logp, mask, self.average), logp.sum(-1), mask.sum(-1)
-
-    def construct(self, input_ids, labels, weight, ref_logps):
+    def construct(self, input_ids, label_at, label_ids, weight, ref_logps):
         cfg = self.cfg
         b = weight.shape[0]
-        logps, total, count = self._logps(self.policy, input_ids, labels)
+        logps, total, count = sequence_logps(self.policy, self.policy_head, input_ids, label_at, label_ids,
+                                             self.average)
         if self.reference is not None:
-            ref_logps = ops.stop_gradient(self._logps(self.reference, input_ids, labels)[0])
+            ref_logps = ops.stop_gradient(sequence_logps(self.reference, self.reference_head, input_ids, label_at,
+                                                         label_ids, self.average)[0])
         loss, chosen, rejected = dpo_loss(logps[:b], logps[b:], ref_logps[:b], ref_logps[b:], cfg.loss, cfg.beta,
                                           cfg.label_smoothing, cfg.gamma, weight)
         sft = _weighted_mean(-total[:b] / ops.maximum(count[:b], 1.0), weight)   # per-token NLL of chosen
@@ -67,8 +73,18 @@ class DPOLoss(nn.Cell):
                       _weighted_mean((logps[:b] > logps[b:]).astype(margin.dtype), weight), sft)
 
 
-def pair_batch(data, idx, batch_size: int, pad_id: int, ref=None):
-    """(ids [2B, L], labels [2B, L], weight [B], ref_logps [2B]) for pairs `idx`, padded with zero-weight pairs."""
+def sequence_logps(network, lm_head, input_ids, label_at, label_ids, average: bool):
+    """(per-row log-probability [2B]: the sum, or the token mean when `average`; the sum [2B]; the label count
+    [2B]) of one forward of `network`, projected at the gathered positions only."""
+    _, hidden = network(input_ids)
+    total, count = row_label_log_probs(hidden, lm_head, label_at, label_ids)
+    return (total / ops.maximum(count, 1.0) if average else total), total, count
+
+
+def pair_batch(data, idx, batch_size: int, pad_id: int, ref=None, budgets=None):
+    """(ids [2B, L], label_at [K], label_ids [K], weight [B], ref_logps [2B]) for pairs `idx`, padded with
+    zero-weight pairs; K is the budget planned for L (`budgets`, see `pair_label_budgets`), or 2B * L when there
+    is none or the batch holds more labels."""
     n, fill = len(idx), batch_size - len(idx)
     ids = [data.chosen[idx], data.rejected[idx]]
     labels = [data.chosen_labels[idx], data.rejected_labels[idx]]
@@ -79,7 +95,33 @@ def pair_batch(data, idx, batch_size: int, pad_id: int, ref=None):
         labels = [np.concatenate([x, np.full((fill, width), IGNORE, np.int32)]) for x in labels]
         refs = [np.concatenate([x, np.zeros(fill, np.float32)]) for x in refs]
     weight = np.concatenate([np.ones(n, np.float32), np.zeros(fill, np.float32)])
-    return np.concatenate(ids), np.concatenate(labels), weight, np.concatenate(refs).astype(np.float32)
+    return gather_labels((np.concatenate(ids), np.concatenate(labels), weight,
+                          np.concatenate(refs).astype(np.float32)), budgets)
+
+
+def pair_label_budgets(batches, batch_size: int) -> dict:
+    """{L: K} for pair batches `batches`, (PreferenceSet, pair indices) each: the most labelled positions (both
+    sides) any of them holds, rounded up to 16, at most 2B * L (`mindtune.engine.buckets.plan_label_budgets`)."""
+    batches = list(batches)
+    return plan_label_budgets([data.max_length for data, _ in batches],
+                              [int(data.label_counts[np.asarray(idx)].sum()) for data, idx in batches], 2 * batch_size)
+
+
+def sequential_batches(data, batch_size: int) -> list:
+    """The pair indices of the batches an evaluation (or the reference pass) reads: `data` in order."""
+    return [np.arange(i, min(i + batch_size, len(data))) for i in range(0, len(data), batch_size)]
+
+
+def planned_budgets(cfg, train, held_out, sampler) -> dict:
+    """The label budget of the run's loss, planned from the pair batches it will train and evaluate on (DPO
+    batches all run at data.max_length, 2B rows)."""
+    from mindtune.stages.sft import PLANNED_BATCHES
+
+    count = min(cfg.train.max_steps * cfg.train.grad_accum * sampler.world, PLANNED_BATCHES)
+    batches = [(train, idx) for idx in sampler.first_batches(count)]
+    if held_out is not None:
+        batches += [(held_out, idx) for idx in sequential_batches(held_out, sampler.batch)]
+    return pair_label_budgets(batches, sampler.batch)
 
 
 def check(config):
@@ -113,30 +155,33 @@ def build_networks(run, batch_size: int):
 
 
 class ReferenceLogps:
-    """Reference log-probabilities of every pair of a set, computed in fixed-size compiled batches."""
+    """Reference log-probabilities of every pair of a set, computed in fixed-size compiled batches that project
+    at most `budgets` labelled positions (`pair_label_budgets`; planned from the set being read when None)."""
 
-    def __init__(self, reference, cfg, batch_size: int, pad_id: int, rank: int = 0):
+    def __init__(self, reference, cfg, batch_size: int, pad_id: int, rank: int = 0, budgets: dict = None):
         import mindspore as ms
 
-        self.ms, self.batch, self.pad = ms, batch_size, pad_id
+        self.ms, self.batch, self.pad, self.budgets = ms, batch_size, pad_id, budgets
         average = cfg.dpo.loss in ("ipo", "simpo")
         self.reference = reference
+        head = output_projection(reference)
 
-        def forward(input_ids, labels):
-            logits, _ = reference(input_ids)
-            logp, mask = token_log_probs(logits, labels)
-            return sequence_log_probs(logp, mask, average)
+        def forward(input_ids, label_at, label_ids):
+            return sequence_logps(reference, head, input_ids, label_at, label_ids, average)[0]
 
         self._forward = CompiledFunction(forward, [reference], cache=compile_cache.for_run(cfg, rank),
                                          label="dpo.reference_logps")
 
     def __call__(self, data) -> tuple:
         self.reference.set_train(False)
+        batches = sequential_batches(data, self.batch)
+        budgets = self.budgets
+        if budgets is None:
+            budgets = pair_label_budgets([(data, idx) for idx in batches], self.batch)
         chosen, rejected = [], []
-        for i in range(0, len(data), self.batch):
-            idx = np.arange(i, min(i + self.batch, len(data)))
-            ids, labels, _, _ = pair_batch(data, idx, self.batch, self.pad)
-            out = self._forward(self.ms.Tensor(ids), self.ms.Tensor(labels)).asnumpy()
+        for idx in batches:
+            ids, label_at, label_ids, _, _ = pair_batch(data, idx, self.batch, self.pad, budgets=budgets)
+            out = self._forward(self.ms.Tensor(ids), self.ms.Tensor(label_at), self.ms.Tensor(label_ids)).asnumpy()
             chosen.append(out[:len(idx)])
             rejected.append(out[self.batch:self.batch + len(idx)])
         return np.concatenate(chosen).astype(np.float32), np.concatenate(rejected).astype(np.float32)
@@ -152,7 +197,9 @@ def reference_logps(run, reference, sets: dict, batch_size: int, pad_id: int) ->
                      if f"{name}_chosen" in saved.files}
         if all(name in found and len(found[name][0]) == len(data) for name, data in sets.items()):
             return found
-    compute = ReferenceLogps(reference, run.config, batch_size, pad_id, run.rank)
+    batches = [(data, idx) for data in sets.values() for idx in sequential_batches(data, batch_size)]
+    budgets = pair_label_budgets(batches, batch_size)   # one compiled shape for every set
+    compute = ReferenceLogps(reference, run.config, batch_size, pad_id, run.rank, budgets)
     found = {name: compute(data) for name, data in sets.items()}
     if run.rank == 0:
         with atomic_write(path, "wb") as f:
@@ -190,16 +237,23 @@ def run(config) -> dict:
               f"beta={cfg.dpo.beta}, peft={cfg.peft.method}, trainable parameters {trainable:,} / {total:,}; "
               f"reference: {ref}", flush=True)
 
+    budgets = planned_budgets(cfg, train, held_out, sampler)
+    if run.rank == 0 and budgets:
+        print("dpo: the loss reads the logits of at most " + ", ".join(
+            f"{budgets[n]} of {2 * pairs * n}" for n in sorted(budgets)) +
+            " positions a batch (those with a label)", flush=True)
+
     def eval_batches():
-        for i in range(0, len(held_out), pairs):
-            yield pair_batch(held_out, np.arange(i, min(i + pairs, len(held_out))), pairs, pad, refs.get("eval"))
+        for idx in sequential_batches(held_out, pairs):
+            yield pair_batch(held_out, idx, pairs, pad, refs.get("eval"), budgets)
 
     task = TrainTask(loss_cell=DPOLoss(policy.network, reference, cfg.dpo), aux_names=METRICS,
                      trainable=policy.trainable,
-                     train_batch=lambda k: pair_batch(train, sampler.indices(k), pairs, pad, refs.get("train")),
+                     train_batch=lambda k: pair_batch(train, sampler.indices(k), pairs, pad, refs.get("train"),
+                                                      budgets),
                      eval_batches=eval_batches if held_out is not None else None,
                      tokens_in=lambda batch: int((batch[0] != pad).sum()),
-                     loss_tokens=lambda batch: float(batch[2].sum()),   # the loss is a mean over real pairs
+                     loss_tokens=lambda batch: float(batch[3].sum()),   # the loss is a mean over real pairs
                      log_row=mixture_log_row(cfg, sampler, train), fingerprint=run_fingerprint(cfg))
     summary = Trainer(cfg, run.run_dir, task, run.profile, desc="dpo", run=run).fit()
     last = summary.get("last", {})

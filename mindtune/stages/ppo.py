@@ -24,7 +24,7 @@ from mindspore import nn, ops
 from mindtune.engine import compile_cache
 from mindtune.engine.buckets import gather_labels, plan_label_budgets
 from mindtune.engine.graph import CompiledFunction
-from mindtune.engine.losses import IGNORE, gathered_log_probs, labelled_logits, token_log_probs
+from mindtune.engine.losses import IGNORE, gathered_log_probs, labelled_log_probs
 from mindtune.engine.trainer import Trainer, TrainTask
 from mindtune.errors import ConfigError
 from mindtune.models.causal_lm import output_projection
@@ -73,8 +73,7 @@ class PPOLoss(nn.Cell):
         ptx_loss = ops.zeros((), policy_loss.dtype)
         if ptx_ids is not None:
             _, ptx_hidden = self.actor(ptx_ids)
-            ptx_logp, ptx_mask = token_log_probs(labelled_logits(ptx_hidden, self.lm_head, ptx_label_at),
-                                                 ptx_label_ids)
+            ptx_logp, ptx_mask = labelled_log_probs(ptx_hidden, self.lm_head, ptx_label_at, ptx_label_ids)
             ptx_loss = -ptx_logp.sum() / ops.maximum(ptx_mask.sum(), 1.0)
             loss = loss + self.ptx_coef * ptx_loss
         return loss, (policy_loss, value_loss, entropy, approx_kl, masked_mean(clipped, mask),
