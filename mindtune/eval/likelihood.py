@@ -37,7 +37,11 @@ class LogLikelihood:
         if not pairs:
             return []
         pad, b = self.spec.pad_token_id, self.batch_size
+        from mindtune.engine.buckets import gather_labels, plan_label_budgets
+
         cell = self._cell_for(max(len(c) + len(x) for c, x in pairs))
+        # the continuations' tokens are the only positions scored: a static number a batch, planned once
+        budgets = plan_label_budgets([self._length], [b * max(len(x) for _, x in pairs)], b)
         out = []
         for start in range(0, len(pairs), b):
             chunk = pairs[start:start + b]
@@ -48,7 +52,7 @@ class LogLikelihood:
                 ids[i, :len(seq)] = seq
                 # position t predicts token t + 1: the continuation's tokens are labels of the positions before
                 labels[i, len(context) - 1:len(seq) - 1] = continuation
-            total, count = cell(ms.Tensor(ids), ms.Tensor(labels))
+            total, count = cell(*(ms.Tensor(x) for x in gather_labels((ids, labels), budgets)))
             total, count = total.asnumpy(), count.asnumpy()
             out.extend((float(total[i]), int(count[i])) for i in range(len(chunk)))
         return out
@@ -57,19 +61,21 @@ class LogLikelihood:
 def _cell_class():
     from mindspore import nn
 
-    from mindtune.engine.losses import token_log_probs
+    from mindtune.engine.losses import row_label_log_probs
+    from mindtune.models.causal_lm import output_projection
 
     class SequenceLogProb(nn.Cell):
-        """Per row: the summed log-probability of the labelled tokens, and their number."""
+        """Per row: the summed log-probability of the labelled tokens, and their number; the output projection
+        runs at the gathered label positions only."""
 
         def __init__(self, network):
             super().__init__(auto_prefix=False)
             self.network = network
+            self.lm_head = output_projection(network)
 
-        def construct(self, input_ids, labels):
-            logits, _ = self.network(input_ids)
-            logp, mask = token_log_probs(logits, labels)
-            return logp.sum(-1), mask.sum(-1)
+        def construct(self, input_ids, label_at, label_ids):
+            _, hidden = self.network(input_ids)
+            return row_label_log_probs(hidden, self.lm_head, label_at, label_ids)
 
     return SequenceLogProb
 
