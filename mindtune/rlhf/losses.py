@@ -92,14 +92,6 @@ def entropy_from_logits(logits):
 # -- DPO family (direct preference optimisation; stage dpo) ----------------------------------------------------
 # Inputs are per-pair sequence log-probabilities of the response tokens: summed for sigmoid (DPO), averaged per
 # token for ipo (as TRL does) and simpo (length normalisation is SimPO's point); simpo has no reference (pass 0).
-def sequence_log_probs(token_logp, mask, average: bool = False):
-    """Per-sequence log-probability [N] from per-token ones [N, T] (zero where mask is 0): sum or token mean."""
-    total = token_logp.sum(-1)
-    if average:
-        return total / ops.maximum(mask.sum(-1), 1.0)
-    return total
-
-
 def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, loss_type: str = "sigmoid",
              beta: float = 0.1, label_smoothing: float = 0.0, gamma: float = 0.0, weight=None):
     """(loss, implicit reward of chosen [B], of rejected [B]) of a batch of pairs.

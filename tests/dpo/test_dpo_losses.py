@@ -5,8 +5,9 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from mindtune.engine.losses import token_log_probs
-from mindtune.rlhf.losses import dpo_loss, sequence_log_probs
+from mindtune.engine.buckets import gather_labels
+from mindtune.engine.losses import row_label_log_probs
+from mindtune.rlhf.losses import dpo_loss
 
 
 def t(values, dtype=np.float32):
@@ -65,13 +66,14 @@ def test_filler_pairs_carry_no_weight():
 
 
 def test_sequence_log_probs_mask_and_simpo_length_normalisation():
-    # vocabulary 2, uniform logits: every labelled token has log-probability log(1/2)
-    logits = t(np.zeros((2, 5, 2)))
-    labels = t([[-100, 1, 0, 1, -100], [-100, -100, -100, 0, -100]], np.int32)
-    logp, mask = token_log_probs(logits, labels)
-    assert np.all(logp.asnumpy()[labels.asnumpy() == -100] == 0)   # masked positions add nothing
-    total = sequence_log_probs(logp, mask).asnumpy()
-    mean = sequence_log_probs(logp, mask, average=True).asnumpy()
+    # vocabulary 2, uniform logits (a zero output projection): every labelled token has log-probability log(1/2)
+    labels = np.array([[-100, 1, 0, 1, -100], [-100, -100, -100, 0, -100]], np.int32)
+    _, label_at, label_ids = gather_labels((None, labels), {5: 16})     # 4 labels padded to 16
+    head = ms.nn.Dense(3, 2, weight_init="zeros", has_bias=False)
+    total, count = row_label_log_probs(t(np.ones((2, 5, 3))), head, t(label_at, np.int32), t(label_ids, np.int32))
+    total, count = total.asnumpy(), count.asnumpy()
+    np.testing.assert_array_equal(count, [3, 1])                         # the padding adds nothing
+    mean = total / count
     np.testing.assert_allclose(total, [3 * math.log(0.5), math.log(0.5)], rtol=1e-5)
     np.testing.assert_allclose(mean, [math.log(0.5), math.log(0.5)], rtol=1e-5)   # length no longer matters
     # SimPO on these: equal per-token log-probabilities -> the loss is -log sigmoid(-gamma) whatever the lengths
