@@ -67,8 +67,8 @@ def mindtune_step_times(model, method, seq, bs, steps):
 
 def reference(gguf, what, seq, bs, steps):
     python = os.environ.get("REF_PYTHON", "/tmp/ref-venv/bin/python")
-    if not os.path.exists(python) or not os.path.exists(gguf):
-        return {"error": f"reference not run: needs {python} (see ../shared/bench/README.md) and {gguf}"}
+    if not all(os.path.exists(path) for path in (python, gguf, REF)):
+        return {"error": f"reference not run: needs {python} (see ../shared/bench/README.md), {gguf} and {REF}"}
     # /usr/bin/time reports the reference's own peak; getrusage(RUSAGE_CHILDREN) here would report this large
     # process's resident size, which a forked child counts until it execs
     cmd = ["/usr/bin/time", "-f", "%M", python, REF, gguf, "--what", what, "--seq", str(seq), "--bs", str(bs),
