@@ -62,9 +62,14 @@ def batch_4_and_batch_2_accumulated(cli, config_file, tmp_path, *extra):
 
 
 def assert_same_steps(accum, big):
+    """Step 1 starts from the same weights: loss and gradient norm agree to float32 summation order. Later steps
+    start from weights that AdamW (lr 1e-2) moved by a step whose smallest gradient entries may differ in their
+    last bits, and m / sqrt(v) magnifies those: 1e-4 there (seen on a 2-core machine: 1.0e-5 at step 2 and 3;
+    an accumulation that averaged micro-batch means instead of label tokens would already differ at step 1)."""
     for a, b in zip(accum, big):
-        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5), (a["step"], a["loss"], b["loss"])
-        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-5), (a["step"], a["grad_norm"], b["grad_norm"])
+        rel = 1e-5 if a["step"] == 1 else 1e-4
+        assert a["loss"] == pytest.approx(b["loss"], rel=rel), (a["step"], a["loss"], b["loss"])
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=rel), (a["step"], a["grad_norm"], b["grad_norm"])
 
 
 def test_batch_4_equals_batch_2_with_two_accumulation_steps(cli, config_file, tmp_path):
