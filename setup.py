@@ -5,7 +5,7 @@ setup(
     version="0.1.0",
     description="Fine-tuning and RLHF for Llama-family models on MindSpore / MindFormers (Ascend NPUs, CPU for tests)",
     packages=find_packages(include=["mindtune", "mindtune.*"]),
-    package_data={"mindtune": ["assets/*", "assets/**/*"]},
+    package_data={"mindtune": ["assets/*", "assets/**/*", "cpu_kernels/*.cc"]},
     include_package_data=True,
     python_requires=">=3.9,<3.12",
     install_requires=[

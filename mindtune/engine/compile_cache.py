@@ -44,7 +44,10 @@ def graph_key(config) -> str:
         for part in parents:
             node = node.get(part, {})
         node.pop(last, None)
+    from mindtune import cpu_kernels
+
     parts = {"config": values, "versions": _versions(), "source": _source_digest(),
+             "cpu_kernels": cpu_kernels.library() if config.device == "cpu" else None,
              "model_files": _model_files_digest(config.model.path), "entry_script": _entry_script_digest()}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
@@ -66,10 +69,12 @@ def _versions() -> tuple:
 
 @functools.lru_cache(maxsize=None)   # the package's files do not change while it runs
 def _source_digest() -> str:
-    """mindtune's own code (models, shims, losses): a change to any of it may change a graph."""
+    """mindtune's own code (models, shims, losses, the CPU kernels): a change to any of it may change a graph."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     digest = hashlib.sha256()
-    for path in sorted(glob.glob(os.path.join(root, "**", "*.py"), recursive=True)):
+    sources = glob.glob(os.path.join(root, "**", "*.py"), recursive=True)
+    sources += glob.glob(os.path.join(root, "**", "*.cc"), recursive=True)
+    for path in sorted(sources):
         digest.update(os.path.relpath(path, root).encode())
         with open(path, "rb") as fh:
             digest.update(fh.read())

@@ -60,8 +60,10 @@ def build_llama(spec: ModelSpec, profile: DeviceProfile, seq_length: int, batch_
     with contextlib.nullcontext() if initialise else no_init_parameters():
         llama = LlamaForCausalLM(llama_config(spec, profile, seq_length, batch_size, parallel))
     if profile.is_cpu:
+        from mindtune import cpu_kernels
         from mindtune.shims import cpu_explicit_broadcasts
         cpu_explicit_broadcasts(llama)
+        cpu_kernels.fuse(llama)
     return llama
 
 

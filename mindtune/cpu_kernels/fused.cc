@@ -1,0 +1,113 @@
+// Fused float32 CPU kernels for MindSpore's Custom "aot" operators (see __init__.py for why and how they are used).
+// Every function has the signature MindSpore 2.9 calls: the inputs' and then the outputs' pointers in `params`,
+// their ranks in `ndims` and shapes in `shapes`. They run on the calling thread: a second OpenMP pool beside
+// MindSpore's own threads made their times bimodal on a 2-core host, and one thread already streams these
+// memory-bound loops at about the rate of two.
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+int64_t elements(int ndim, const int64_t *shape) {
+  int64_t n = 1;
+  for (int i = 0; i < ndim; i++) n *= shape[i];
+  return n;
+}
+
+bool all_float32(int nparam, const char **dtypes) {
+  for (int i = 0; i < nparam; i++)
+    if (std::strcmp(dtypes[i], "float32") != 0) return false;
+  return true;
+}
+
+}  // namespace
+
+// y = x * w / sqrt(mean(x^2) + eps) over the last axis. x [..., h], w [h], eps [1] -> y [..., h]
+extern "C" int rms_norm_forward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                                void *, void *) {
+  if (nparam != 4 || !all_float32(nparam, dtypes)) return 1;
+  const float *x = static_cast<const float *>(params[0]);
+  const float *w = static_cast<const float *>(params[1]);
+  const float eps = *static_cast<const float *>(params[2]);
+  float *y = static_cast<float *>(params[3]);
+  const int64_t h = shapes[0][ndims[0] - 1];
+  const int64_t rows = elements(ndims[0], shapes[0]) / h;
+  for (int64_t r = 0; r < rows; r++) {
+    const float *xr = x + r * h;
+    float *yr = y + r * h;
+    float squares = 0.f;
+#pragma omp simd reduction(+ : squares)
+    for (int64_t j = 0; j < h; j++) squares += xr[j] * xr[j];
+    const float scale = 1.0f / std::sqrt(squares / h + eps);
+#pragma omp simd
+    for (int64_t j = 0; j < h; j++) yr[j] = xr[j] * scale * w[j];
+  }
+  return 0;
+}
+
+// With s = 1 / sqrt(mean(x^2) + eps) per row: dx = s * dy * w - (s^3 / h) * x * sum(dy * w * x),
+// dw = sum over rows of dy * x * s. x, dy [..., h], w [h], eps [1] -> dx [..., h], dw [h]
+extern "C" int rms_norm_backward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                                 void *, void *) {
+  if (nparam != 6 || !all_float32(nparam, dtypes)) return 1;
+  const float *x = static_cast<const float *>(params[0]);
+  const float *w = static_cast<const float *>(params[1]);
+  const float eps = *static_cast<const float *>(params[2]);
+  const float *dy = static_cast<const float *>(params[3]);
+  float *dx = static_cast<float *>(params[4]);
+  float *dw = static_cast<float *>(params[5]);
+  const int64_t h = shapes[0][ndims[0] - 1];
+  const int64_t rows = elements(ndims[0], shapes[0]) / h;
+  std::vector<double> dw_sum(h, 0.0);   // summed over up to B*T rows: double keeps it near MindSpore's ReduceSum
+  std::vector<float> dw_row(h);
+  for (int64_t r = 0; r < rows; r++) {
+    const float *xr = x + r * h, *dyr = dy + r * h;
+    float *dxr = dx + r * h;
+    float squares = 0.f, dot = 0.f;
+#pragma omp simd reduction(+ : squares, dot)
+    for (int64_t j = 0; j < h; j++) {
+      squares += xr[j] * xr[j];
+      dot += dyr[j] * w[j] * xr[j];
+    }
+    const float scale = 1.0f / std::sqrt(squares / h + eps);
+    const float along_x = scale * scale * scale / h * dot;
+#pragma omp simd
+    for (int64_t j = 0; j < h; j++) {
+      dxr[j] = scale * dyr[j] * w[j] - along_x * xr[j];
+      dw_row[j] = dyr[j] * xr[j] * scale;
+    }
+    for (int64_t j = 0; j < h; j++) dw_sum[j] += dw_row[j];
+  }
+  for (int64_t j = 0; j < h; j++) dw[j] = static_cast<float>(dw_sum[j]);
+  return 0;
+}
+
+// y = x * sigmoid(x). x -> y, any shape
+extern "C" int silu_forward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *,
+                            void *) {
+  if (nparam != 2 || !all_float32(nparam, dtypes)) return 1;
+  const float *x = static_cast<const float *>(params[0]);
+  float *y = static_cast<float *>(params[1]);
+  const int64_t n = elements(ndims[0], shapes[0]);
+#pragma omp simd
+  for (int64_t i = 0; i < n; i++) y[i] = x[i] / (1.0f + std::exp(-x[i]));
+  return 0;
+}
+
+// dx = dy * s * (1 + x * (1 - s)), s = sigmoid(x). x, dy -> dx
+extern "C" int silu_backward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *,
+                             void *) {
+  if (nparam != 3 || !all_float32(nparam, dtypes)) return 1;
+  const float *x = static_cast<const float *>(params[0]);
+  const float *dy = static_cast<const float *>(params[1]);
+  float *dx = static_cast<float *>(params[2]);
+  const int64_t n = elements(ndims[0], shapes[0]);
+#pragma omp simd
+  for (int64_t i = 0; i < n; i++) {
+    const float s = 1.0f / (1.0f + std::exp(-x[i]));
+    dx[i] = dy[i] * s * (1.0f + x[i] * (1.0f - s));
+  }
+  return 0;
+}
