@@ -1,4 +1,4 @@
-"""Fused float32 CPU kernels for RMSNorm and SiLU, as MindSpore Custom operators (CPU profile only).
+"""Fused float32 CPU kernels for RMSNorm, SiLU and the rotary embedding, as MindSpore Custom operators (CPU profile only).
 
 Why: MindSpore 2.9 runs a Llama layer's element-wise work on CPU as many small kernels, each a pass over memory
 with a runtime gap after it. An RMSNorm is about 8 kernels forward and 10 backward (square, mean, add, rsqrt, the
@@ -112,6 +112,52 @@ def silu():
 
 
 
+@functools.lru_cache(maxsize=None)
+def rope():
+    """The Custom op (x [B, H, T, D], cos [C, T, D], sin [C, T, D], C 1 or B; float32) -> MindFormers' rotary
+    embedding x * cos + [-x2, x1] * sin, with its backward in x in one kernel. cos and sin get a zero gradient: they
+    are the model's frozen tables of positions. None without the library."""
+    path = library()
+    if path is None:
+        return None
+    backward = ops.Custom(f"{path}:rope_backward", out_shape=lambda d, c, s: d, out_dtype=lambda d, c, s: d,
+                          func_type="aot")
+
+    def bprop(x, cos, sin, out, dout):
+        return backward(dout, cos, sin), ops.zeros_like(cos), ops.zeros_like(sin)
+
+    return ops.Custom(f"{path}:rope_forward", out_shape=lambda x, c, s: x, out_dtype=lambda x, c, s: x,
+                      func_type="aot", bprop=bprop)
+
+
+def _rope_table(table, x):
+    """`table` ([T, D] or [C, 1, T, D]) as the kernel's [C, T, D] for x [B, H, T, D]; None if it is neither."""
+    if table.ndim == 2 and table.shape == x.shape[2:]:
+        return table.reshape((1,) + table.shape)
+    if table.ndim == 4 and table.shape[1] == 1 and table.shape[2:] == x.shape[2:] and table.shape[0] in (1, x.shape[0]):
+        return table.reshape((table.shape[0],) + table.shape[2:])
+    return None
+
+
+class FusedRotary(ms.nn.Cell):
+    """MindFormers' RotaryEmbedding (rope-slice path) on the fused kernel for float32 tables of the queries' shape;
+    anything else runs the wrapped cell."""
+    def __init__(self, rotary):
+        super().__init__(auto_prefix=False)
+        self.rotary = rotary
+        self.fused_rope = rope()
+
+    def construct(self, xq, xk, freqs_cis):
+        cos, sin, _ = freqs_cis
+        cos_q, sin_q = _rope_table(cos, xq), _rope_table(sin, xq)
+        if (not self.rotary.use_rope_slice or self.rotary.dtype != ms.float32 or cos.dtype != ms.float32
+                or xq.ndim != 4 or cos_q is None or sin_q is None or _rope_table(cos, xk) is None):
+            return self.rotary(xq, xk, freqs_cis)
+        q = self.fused_rope(ops.cast(xq, ms.float32), cos_q, sin_q)
+        k = self.fused_rope(ops.cast(xk, ms.float32), cos_q, sin_q)
+        return ops.cast(q, xq.dtype), ops.cast(k, xk.dtype)
+
+
 def _fused_rms_norm(self, x):
     """LlamaRMSNorm.rms_norm on the fused kernel (float32; other dtypes keep MindFormers' own path)."""
     if x.dtype != ms.float32 or self.weight.dtype != ms.float32:
@@ -128,7 +174,8 @@ def _fused_silu(self, x):
 
 def fuse(network) -> int:
     """Run MindFormers' LlamaRMSNorm (its own-ops path) and LlamaSiLU cells under `network` on the fused kernels
-    when their input is float32. Returns the number of cells changed: 0 without the library, or when done before."""
+    when their input is float32, and wrap its RotaryEmbedding children in FusedRotary. Returns the number of cells
+    changed: 0 without the library, or when done before."""
     import types
 
     if library() is None:
@@ -136,7 +183,8 @@ def fuse(network) -> int:
     changed = 0
     for _, cell in list(network.cells_and_names()):
         kind = type(cell).__name__
-        if kind == "LlamaRMSNorm" and cell.self_define and getattr(cell.rms_norm, "__func__", None) is not _fused_rms_norm:
+        done = getattr(cell, "rms_norm", None) is not None and getattr(cell.rms_norm, "__func__", None) is _fused_rms_norm
+        if kind == "LlamaRMSNorm" and cell.self_define and not done:
             cell.eps_tensor = ms.Tensor([cell.eps], ms.float32)
             cell.fused_rms_norm = rms_norm()
             cell.rms_norm = types.MethodType(_fused_rms_norm, cell)
@@ -145,4 +193,8 @@ def fuse(network) -> int:
             cell.fused_silu = silu()
             cell.construct = types.MethodType(_fused_silu, cell)
             changed += 1
+        for name, child in list(cell.name_cells().items()):
+            if type(child).__name__ == "RotaryEmbedding" and not isinstance(cell, FusedRotary):
+                setattr(cell, name, FusedRotary(child))
+                changed += 1
     return changed

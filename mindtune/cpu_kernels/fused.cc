@@ -111,3 +111,58 @@ extern "C" int silu_backward(int nparam, void **params, int *ndims, int64_t **sh
   }
   return 0;
 }
+
+// Rotary embedding, MindFormers' rotate-half form: y = x * cos + rotate(x) * sin, rotate(x) = [-x2, x1] for the two
+// halves of the last axis. x [B, H, T, D]; cos, sin [C, T, D] with C = 1 (shared by the batch) or B -> y [B, H, T, D]
+namespace {
+void rope(const float *x, const float *cos, const float *sin, float *y, const int64_t *xs, const int64_t *cs,
+          bool transpose) {
+  const int64_t batch = xs[0], heads = xs[1], length = xs[2], dim = xs[3], half = dim / 2;
+  for (int64_t b = 0; b < batch; b++) {
+    const int64_t table = (cs[0] == 1 ? 0 : b) * length * dim;
+    for (int64_t h = 0; h < heads; h++) {
+      for (int64_t t = 0; t < length; t++) {
+        const int64_t row = ((b * heads + h) * length + t) * dim;
+        const float *xr = x + row, *c = cos + table + t * dim, *s = sin + table + t * dim;
+        float *yr = y + row;
+        if (!transpose) {          // forward
+#pragma omp simd
+          for (int64_t j = 0; j < half; j++) {
+            yr[j] = xr[j] * c[j] - xr[j + half] * s[j];
+            yr[j + half] = xr[j + half] * c[j + half] + xr[j] * s[j + half];
+          }
+        } else {                   // its transpose, the backward: dx = dy * cos + rotate^T(dy * sin), rotate^T(z) = [z2, -z1]
+#pragma omp simd
+          for (int64_t j = 0; j < half; j++) {
+            yr[j] = xr[j] * c[j] + xr[j + half] * s[j + half];
+            yr[j + half] = xr[j + half] * c[j + half] - xr[j] * s[j];
+          }
+        }
+      }
+    }
+  }
+}
+
+bool rope_shapes(int nparam, int *ndims, int64_t **shapes, const char **dtypes) {
+  return nparam == 4 && all_float32(nparam, dtypes) && ndims[0] == 4 && ndims[1] == 3 && ndims[2] == 3 &&
+         shapes[0][3] % 2 == 0 && (shapes[1][0] == 1 || shapes[1][0] == shapes[0][0]) &&
+         shapes[1][1] == shapes[0][2] && shapes[1][2] == shapes[0][3];
+}
+}  // namespace
+
+extern "C" int rope_forward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *,
+                            void *) {
+  if (!rope_shapes(nparam, ndims, shapes, dtypes)) return 1;
+  rope(static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
+       static_cast<const float *>(params[2]), static_cast<float *>(params[3]), shapes[0], shapes[1], false);
+  return 0;
+}
+
+// dy, cos, sin -> dx
+extern "C" int rope_backward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *,
+                             void *) {
+  if (!rope_shapes(nparam, ndims, shapes, dtypes)) return 1;
+  rope(static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
+       static_cast<const float *>(params[2]), static_cast<float *>(params[3]), shapes[0], shapes[1], true);
+  return 0;
+}

@@ -1,4 +1,4 @@
-"""mindtune.cpu_kernels: the fused RMSNorm and SiLU kernels on hand-computed cases and against MindFormers' own
+"""mindtune.cpu_kernels: the fused RMSNorm, SiLU and rotary-embedding kernels on hand-computed cases and against MindFormers' own
 cells (values and gradients), what the CPU build swaps, and the fallback when no library can be built. The whole
 model with them is checked against the model built without any CPU change by
 test_cpu_broadcast_shim.test_the_shimmed_model_has_the_unshimmed_models_loss_and_gradients."""
@@ -57,6 +57,64 @@ def test_silu_on_a_hand_computed_case(context):
     np.testing.assert_allclose(dx.asnumpy(), [0.5, 0.955990], rtol=1e-6)
 
 
+def test_rope_on_a_hand_computed_case(context):
+    """Head dim 2, angle with cos 0.6, sin 0.8, x = [1, 2]: y = [x1 c - x2 s, x2 c + x1 s] = [-1, 2]. Upstream
+    [1, 0]: dx = [dy1 c + dy2 s, dy2 c - dy1 s] = [0.6, -0.8]."""
+    import mindspore as ms
+
+    x = ms.Tensor(np.array([[[[1.0, 2.0]]]], np.float32))
+    cos, sin = (ms.Tensor(np.full((1, 1, 2), v, np.float32)) for v in (0.6, 0.8))
+    y, (dx, _, _) = weighted_grads(cpu_kernels.rope(), (x, cos, sin), ms.Tensor(np.array([[[[1.0, 0.0]]]], np.float32)))
+    np.testing.assert_allclose(y.asnumpy().ravel(), [-1.0, 2.0], rtol=1e-6)
+    np.testing.assert_allclose(dx.asnumpy().ravel(), [0.6, -0.8], rtol=1e-6)
+
+
+@pytest.mark.parametrize("per_row", [False, True])
+def test_fused_rope_cell_equals_mindformers_own(context, per_row):
+    """A RotaryEmbedding swapped by `fuse` against an untouched one (rope-slice path): rotated queries and keys and
+    their gradients, with tables [T, D] shared by the batch or [B, 1, T, D] per row (packing's positions)."""
+    import mindspore as ms
+    from mindformers.modules.layers import RotaryEmbedding
+
+    b, t, d = 2, 6, 16
+    rng = np.random.RandomState(3)
+
+    class Attention(ms.nn.Cell):      # a rotary embedding is wrapped where its parent holds it
+        def __init__(self):
+            super().__init__()
+            self.apply_rotary_emb = RotaryEmbedding(d, ms.float32, use_rope_slice=True)
+
+    parent = Attention()
+    assert cpu_kernels.fuse(parent) == 1 and cpu_kernels.fuse(parent) == 0
+    fused, plain = parent.apply_rotary_emb, RotaryEmbedding(d, ms.float32, use_rope_slice=True)
+    assert isinstance(fused, cpu_kernels.FusedRotary)
+    angles = rng.rand(b if per_row else 1, t, d // 2) * 6
+    angles = np.concatenate([angles, angles], -1)
+    cos, sin = (ms.Tensor((f(angles)[:, None] if per_row else f(angles)[0]).astype(np.float32)) for f in (np.cos, np.sin))
+    tables = (cos, sin, ms.Tensor(np.eye(d, dtype=np.float32)))
+    q, k = (ms.Tensor(rng.randn(b, heads, t, d).astype(np.float32)) for heads in (4, 2))
+    wq, wk = (ms.Tensor(rng.randn(b, heads, t, d).astype(np.float32)) for heads in (4, 2))
+
+    class Weighted(ms.nn.Cell):
+        def __init__(self, rotary):
+            super().__init__()
+            self.rotary = rotary
+            self.cos, self.sin, self.swap = tables
+            self.wq, self.wk = wq, wk
+
+        def construct(self, q, k):
+            rq, rk = self.rotary(q, k, (self.cos, self.sin, self.swap))
+            return (rq * self.wq).sum() + (rk * self.wk).sum()
+
+    (fq, fk), (pq, pk) = (cell(q, k, tables) for cell in (fused, plain))
+    np.testing.assert_allclose(fq.asnumpy(), pq.asnumpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fk.asnumpy(), pk.asnumpy(), rtol=1e-5, atol=1e-6)
+    (gq, gk), (want_q, want_k) = (ms.grad(Weighted(cell), grad_position=(0, 1))(q, k) for cell in (fused, plain))
+    assert np.abs(want_q.asnumpy()).max() > 0.1
+    np.testing.assert_allclose(gq.asnumpy(), want_q.asnumpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(gk.asnumpy(), want_k.asnumpy(), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("shape", [(2, 5, 64), (3, 7, 576)])
 def test_fused_rms_norm_cell_equals_mindformers_own(context, shape):
     """A LlamaRMSNorm swapped by `fuse` against an untouched one (MindFormers' own ops) with the same random
@@ -107,7 +165,8 @@ def test_fused_silu_cell_equals_mindformers_own(context):
 
 
 def test_the_cpu_build_runs_every_norm_and_silu_on_the_kernels(context):
-    """The tiny model (2 layers) as built for CPU: 5 RMSNorms (2 a layer and the final one) and 2 SiLUs swapped."""
+    """The tiny model (2 layers) as built for CPU: 5 RMSNorms (2 a layer and the final one), 2 SiLUs and 2 rotary
+    embeddings swapped."""
     from mindtune.models.build import build_llama
     from mindtune.models.spec import get_preset
 
@@ -115,10 +174,9 @@ def test_the_cpu_build_runs_every_norm_and_silu_on_the_kernels(context):
     kinds = {}
     for _, cell in llama.cells_and_names():
         name = type(cell).__name__
-        if name in ("LlamaRMSNorm", "LlamaSiLU") and (getattr(cell, "fused_rms_norm", None) is not None
-                                                      or getattr(cell, "fused_silu", None) is not None):
+        if any(getattr(cell, kernel, None) is not None for kernel in ("fused_rms_norm", "fused_silu", "fused_rope")):
             kinds[name] = kinds.get(name, 0) + 1
-    assert kinds == {"LlamaRMSNorm": 5, "LlamaSiLU": 2}
+    assert kinds == {"LlamaRMSNorm": 5, "LlamaSiLU": 2, "FusedRotary": 2}
 
 
 @pytest.mark.parametrize("environment, said", [
