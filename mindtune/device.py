@@ -105,4 +105,8 @@ def setup_context(profile: DeviceProfile, graph_mode: bool = True, seed: int = 0
         ms.set_context(max_device_memory=f"{get_hardware(profile.name).usable_gb:g}GB")
     ms.set_seed(seed)
     shims.apply(profile)
+    if profile.is_cpu:     # the losses' log-softmax on the fused CPU kernel (none without a compiler)
+        from mindtune import cpu_kernels
+        from mindtune.engine.losses import LABEL_LOG_PROBS
+        LABEL_LOG_PROBS.use_fused(cpu_kernels.label_log_softmax())
     _context_done["key"] = key

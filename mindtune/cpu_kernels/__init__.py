@@ -1,9 +1,13 @@
-"""Fused float32 CPU kernels for RMSNorm, SiLU and the rotary embedding, as MindSpore Custom operators (CPU profile only).
+"""Fused float32 CPU kernels (RMSNorm, SiLU, the rotary embedding, the label log-softmax) as MindSpore Custom
+operators, for the CPU profile only.
 
 Why: MindSpore 2.9 runs a Llama layer's element-wise work on CPU as many small kernels, each a pass over memory
 with a runtime gap after it. An RMSNorm is about 8 kernels forward and 10 backward (square, mean, add, rsqrt, the
 broadcasts and products, their gradients); MindFormers' SiLU is a sigmoid and a product forward and four kernels
-backward. Written out in C++ each is one kernel forward and one backward (fused.cc).
+backward. Written out in C++ each is one kernel forward and one backward (fused.cc). The cross-entropy's
+log-softmax over the vocabulary and the pick of each label likewise (MindSpore's CPU LogSoftmaxGrad alone took
+6% of a SmolLM2 step); the losses use it through `mindtune.engine.losses.LABEL_LOG_PROBS`, which
+`mindtune.device.setup_context` points at it on CPU.
 In SmolLM2's LoRA step (4 x 256; `bench/diagnose_train.py --only base,no_fused,base,no_fused`, 2026-12-04):
 6.26 and 7.02 s a step against 7.92 and 8.89 s with MindSpore's kernels, 5.2 against 6.0 GB peak.
 
@@ -20,13 +24,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import types
 from typing import Optional
 
 import mindspore as ms
 from mindspore import ops
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fused.cc")
-# -ffast-math: lets GCC call glibc's vectorised expf (SiLU); -fopenmp-simd: honours `omp simd` without OpenMP
+# -ffast-math: GCC then calls glibc's vectorised expf (SiLU, the log-softmax)
+# -fopenmp-simd: honours `omp simd` without the OpenMP runtime
 FLAGS = ("-O3", "-march=native", "-ffast-math", "-fopenmp-simd", "-shared", "-fPIC")
 
 
@@ -134,9 +140,28 @@ def _rope_table(table, x):
     """`table` ([T, D] or [C, 1, T, D]) as the kernel's [C, T, D] for x [B, H, T, D]; None if it is neither."""
     if table.ndim == 2 and table.shape == x.shape[2:]:
         return table.reshape((1,) + table.shape)
-    if table.ndim == 4 and table.shape[1] == 1 and table.shape[2:] == x.shape[2:] and table.shape[0] in (1, x.shape[0]):
+    if (table.ndim == 4 and table.shape[1] == 1 and table.shape[2:] == x.shape[2:]
+            and table.shape[0] in (1, x.shape[0])):
         return table.reshape((table.shape[0],) + table.shape[2:])
     return None
+
+
+@functools.lru_cache(maxsize=None)
+def label_log_softmax():
+    """The Custom op (logits [K, V] float32, labels [K] int32 in [0, V)) -> (log_softmax(logits)[k, labels[k]] [K],
+    logsumexp(logits) [K]), with its backward in logits, d logits = d * (onehot(labels) - softmax(logits)), in one
+    kernel. None without the library."""
+    path = library()
+    if path is None:
+        return None
+    backward = ops.Custom(f"{path}:label_log_softmax_backward", out_shape=lambda x, l, s, d: x,
+                          out_dtype=lambda x, l, s, d: x, func_type="aot")
+
+    def bprop(logits, labels, out, dout):
+        return backward(logits, labels, out[1], dout[0]), ops.zeros_like(labels)
+
+    return ops.Custom(f"{path}:label_log_softmax_forward", out_shape=lambda x, l: (l, l),
+                      out_dtype=lambda x, l: (x, x), func_type="aot", bprop=bprop)
 
 
 class FusedRotary(ms.nn.Cell):
@@ -176,14 +201,12 @@ def fuse(network) -> int:
     """Run MindFormers' LlamaRMSNorm (its own-ops path) and LlamaSiLU cells under `network` on the fused kernels
     when their input is float32, and wrap its RotaryEmbedding children in FusedRotary. Returns the number of cells
     changed: 0 without the library, or when done before."""
-    import types
-
     if library() is None:
         return 0
     changed = 0
     for _, cell in list(network.cells_and_names()):
         kind = type(cell).__name__
-        done = getattr(cell, "rms_norm", None) is not None and getattr(cell.rms_norm, "__func__", None) is _fused_rms_norm
+        done = getattr(getattr(cell, "rms_norm", None), "__func__", None) is _fused_rms_norm
         if kind == "LlamaRMSNorm" and cell.self_define and not done:
             cell.eps_tensor = ms.Tensor([cell.eps], ms.float32)
             cell.fused_rms_norm = rms_norm()

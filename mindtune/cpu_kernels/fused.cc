@@ -131,7 +131,7 @@ void rope(const float *x, const float *cos, const float *sin, float *y, const in
             yr[j] = xr[j] * c[j] - xr[j + half] * s[j];
             yr[j + half] = xr[j + half] * c[j + half] + xr[j] * s[j + half];
           }
-        } else {                   // its transpose, the backward: dx = dy * cos + rotate^T(dy * sin), rotate^T(z) = [z2, -z1]
+        } else {                   // the backward: dx = dy * cos + rotate^T(dy * sin), rotate^T(z) = [z2, -z1]
 #pragma omp simd
           for (int64_t j = 0; j < half; j++) {
             yr[j] = xr[j] * c[j] + xr[j + half] * s[j + half];
@@ -164,5 +164,57 @@ extern "C" int rope_backward(int nparam, void **params, int *ndims, int64_t **sh
   if (!rope_shapes(nparam, ndims, shapes, dtypes)) return 1;
   rope(static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
        static_cast<const float *>(params[2]), static_cast<float *>(params[3]), shapes[0], shapes[1], true);
+  return 0;
+}
+
+// Log-probability of each row's label: out[k] = logits[k, labels[k]] - logsumexp(logits[k]), and lse[k].
+// logits [K, V] float32, labels [K] int32 (in [0, V)) -> out [K], lse [K]
+extern "C" int label_log_softmax_forward(int nparam, void **params, int *ndims, int64_t **shapes,
+                                         const char **dtypes, void *, void *) {
+  if (nparam != 4 || ndims[0] != 2 || std::strcmp(dtypes[0], "float32") != 0 || std::strcmp(dtypes[1], "int32") != 0) {
+    return 1;
+  }
+  const float *logits = static_cast<const float *>(params[0]);
+  const int32_t *labels = static_cast<const int32_t *>(params[1]);
+  float *out = static_cast<float *>(params[2]);
+  float *lse = static_cast<float *>(params[3]);
+  const int64_t rows = shapes[0][0], vocab = shapes[0][1];
+  for (int64_t k = 0; k < rows; k++) {
+    const float *row = logits + k * vocab;
+    float top = row[0];
+#pragma omp simd reduction(max : top)
+    for (int64_t j = 0; j < vocab; j++) top = row[j] > top ? row[j] : top;
+    float total = 0.f;
+#pragma omp simd reduction(+ : total)
+    for (int64_t j = 0; j < vocab; j++) total += std::exp(row[j] - top);
+    lse[k] = top + std::log(total);
+    const int32_t label = labels[k];
+    out[k] = (label >= 0 && label < vocab) ? row[label] - lse[k] : 0.f;
+  }
+  return 0;
+}
+
+// d logits[k, j] = dout[k] * ([j == labels[k]] - exp(logits[k, j] - lse[k])).
+// logits [K, V], labels [K], lse [K], dout [K] -> dlogits [K, V]
+extern "C" int label_log_softmax_backward(int nparam, void **params, int *ndims, int64_t **shapes,
+                                          const char **dtypes, void *, void *) {
+  if (nparam != 5 || ndims[0] != 2 || std::strcmp(dtypes[0], "float32") != 0 || std::strcmp(dtypes[1], "int32") != 0) {
+    return 1;
+  }
+  const float *logits = static_cast<const float *>(params[0]);
+  const int32_t *labels = static_cast<const int32_t *>(params[1]);
+  const float *lse = static_cast<const float *>(params[2]);
+  const float *dout = static_cast<const float *>(params[3]);
+  float *dlogits = static_cast<float *>(params[4]);
+  const int64_t rows = shapes[0][0], vocab = shapes[0][1];
+  for (int64_t k = 0; k < rows; k++) {
+    const float *row = logits + k * vocab;
+    float *drow = dlogits + k * vocab;
+    const float d = dout[k], shift = lse[k];
+#pragma omp simd
+    for (int64_t j = 0; j < vocab; j++) drow[j] = -d * std::exp(row[j] - shift);
+    const int32_t label = labels[k];
+    if (label >= 0 && label < vocab) drow[label] += d;
+  }
   return 0;
 }

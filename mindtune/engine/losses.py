@@ -1,9 +1,33 @@
 """Loss cells shared by the stages (pure MindSpore; no model-specific code)."""
 from mindspore import nn, ops
+from mindspore.common import dtype as mstype
 
 from mindtune.models.causal_lm import output_projection
 
 IGNORE = -100
+
+
+class LabelLogProbs(nn.Cell):
+    """log_softmax(logits)[..., label] for logits [..., V] and int32 labels [...] in [0, V): MindSpore's log-softmax
+    and gather, or `fused` (a CPU kernel forward and one backward, `mindtune.cpu_kernels.label_log_softmax`) for
+    float32 logits once `use_fused` has set it."""
+
+    def __init__(self):
+        super().__init__()
+        self.fused = None
+
+    def use_fused(self, op):
+        self.fused = op
+
+    def construct(self, logits, labels):
+        if self.fused is None or logits.dtype != mstype.float32:
+            logp = ops.log_softmax(logits, -1)
+            return ops.gather_elements(logp, -1, labels.expand_dims(-1)).squeeze(-1)
+        picked, _ = self.fused(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+        return picked.reshape(labels.shape)
+
+
+LABEL_LOG_PROBS = LabelLogProbs()   # one for the process: `mindtune.device.setup_context` chooses its kernels
 
 
 def token_log_probs(logits, labels):
@@ -11,8 +35,7 @@ def token_log_probs(logits, labels):
     labels int32 [...]."""
     mask = labels != IGNORE
     safe = ops.where(mask, labels, ops.zeros_like(labels))
-    logp = ops.log_softmax(logits, -1)
-    picked = ops.gather_elements(logp, -1, safe.expand_dims(-1)).squeeze(-1)
+    picked = LABEL_LOG_PROBS(logits, safe)
     return picked * mask.astype(picked.dtype), mask.astype(picked.dtype)
 
 

@@ -133,8 +133,8 @@ def test_the_rmsnorm_swaps_keep_values_and_gradients(llama, weighted):
 
 
 def test_the_shimmed_model_has_the_unshimmed_models_loss_and_gradients():
-    """The whole CPU shim (explicit broadcasts, 2-D views, the attention core) against
-    MindFormers' Llama as built without it, same weights: the loss and the gradient of every weight of layer 0."""
+    """The whole CPU build (the shim's explicit broadcasts, 2-D views and attention core, and the fused kernels of
+    mindtune.cpu_kernels) against MindFormers' Llama as built without them, same weights: the loss and the gradient of every weight of layer 0."""
     import mindspore as ms
     import numpy as np
     from mindformers.models.llama import LlamaForCausalLM

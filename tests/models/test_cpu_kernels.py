@@ -1,6 +1,6 @@
-"""mindtune.cpu_kernels: the fused RMSNorm, SiLU and rotary-embedding kernels on hand-computed cases and against MindFormers' own
-cells (values and gradients), what the CPU build swaps, and the fallback when no library can be built. The whole
-model with them is checked against the model built without any CPU change by
+"""mindtune.cpu_kernels: the fused RMSNorm, SiLU and rotary-embedding kernels on hand-computed cases and against
+MindFormers' own cells (values and gradients), what the CPU build swaps, and the fallback when no library can be
+built. The whole model with them is checked against the model built without any CPU change by
 test_cpu_broadcast_shim.test_the_shimmed_model_has_the_unshimmed_models_loss_and_gradients."""
 import math
 import subprocess
@@ -90,7 +90,8 @@ def test_fused_rope_cell_equals_mindformers_own(context, per_row):
     assert isinstance(fused, cpu_kernels.FusedRotary)
     angles = rng.rand(b if per_row else 1, t, d // 2) * 6
     angles = np.concatenate([angles, angles], -1)
-    cos, sin = (ms.Tensor((f(angles)[:, None] if per_row else f(angles)[0]).astype(np.float32)) for f in (np.cos, np.sin))
+    cos, sin = (ms.Tensor((f(angles)[:, None] if per_row else f(angles)[0]).astype(np.float32))
+                for f in (np.cos, np.sin))
     tables = (cos, sin, ms.Tensor(np.eye(d, dtype=np.float32)))
     q, k = (ms.Tensor(rng.randn(b, heads, t, d).astype(np.float32)) for heads in (4, 2))
     wq, wk = (ms.Tensor(rng.randn(b, heads, t, d).astype(np.float32)) for heads in (4, 2))
@@ -141,7 +142,8 @@ def test_fused_rms_norm_cell_equals_mindformers_own(context, shape):
             return (self.norm(x) * upstream).sum()
 
     (y, dx, dw), (want_y, want_dx, want_dw) = (
-        (norm(x).asnumpy(), *ms.grad(Weighted(norm), grad_position=0, weights=norm.weight)(x)) for norm in (fused, plain))
+        (norm(x).asnumpy(), *ms.grad(Weighted(norm), grad_position=0, weights=norm.weight)(x))
+        for norm in (fused, plain))
     assert np.abs(want_dx.asnumpy()).max() > 0.1 and np.abs(want_dw.asnumpy()).max() > 0.1
     np.testing.assert_allclose(y, want_y, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(dx.asnumpy(), want_dx.asnumpy(), rtol=1e-4, atol=1e-5)
@@ -181,7 +183,8 @@ def test_the_cpu_build_runs_every_norm_and_silu_on_the_kernels(context):
 
 @pytest.mark.parametrize("environment, said", [
     ({"MINDTUNE_CPU_KERNELS": "0"}, ""),
-    ({"CXX": "/nonexistent/g++"}, "mindtune: no C++ compiler (/nonexistent/g++) on PATH: the CPU fused kernels are off"),
+    ({"CXX": "/nonexistent/g++"},
+     "mindtune: no C++ compiler (/nonexistent/g++) on PATH: the CPU fused kernels are off"),
     ({"CXX": "false"}, "mindtune: building the CPU fused kernels failed ("),
 ])
 def test_without_a_library_the_model_keeps_mindspores_kernels(tmp_path, environment, said):
