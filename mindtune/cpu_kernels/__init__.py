@@ -8,8 +8,9 @@ backward. Written out in C++ each is one kernel forward and one backward (fused.
 log-softmax over the vocabulary and the pick of each label likewise (MindSpore's CPU LogSoftmaxGrad alone took
 6% of a SmolLM2 step); the losses use it through `mindtune.engine.losses.LABEL_LOG_PROBS`, which
 `mindtune.device.setup_context` points at it on CPU.
-In SmolLM2's LoRA step (4 x 256; `bench/diagnose_train.py --only base,no_fused,base,no_fused`, 2026-12-04):
-6.26 and 7.02 s a step against 7.92 and 8.89 s with MindSpore's kernels, 5.2 against 6.0 GB peak.
+In SmolLM2's LoRA step (4 x 256; `bench/diagnose_train.py --only base,no_fused,base,no_fused`, 2026-12-04;
+`no_fused` sets MINDTUNE_CPU_KERNELS=0): 6.26, 7.02, 6.28 and 6.25 s a step against 7.92, 8.89, 8.73 and 7.50 s
+with MindSpore's kernels, 5.0-5.2 against 6.0 GB peak (bench/README.md, "Fused CPU kernels").
 
 How: fused.cc is compiled on first use with the host's C++ compiler (`CXX`, else g++) into the cache directory
 (`MINDTUNE_CACHE_DIR`, else ~/.cache/mindtune)/kernels/, named by a digest of the source, the flags, the compiler
