@@ -16,7 +16,7 @@ How: fused.cc is compiled on first use with the host's C++ compiler (`CXX`, else
 (`MINDTUNE_CACHE_DIR`, else ~/.cache/mindtune)/kernels/, named by a digest of the source, the flags, the compiler
 and this CPU's instruction-set flags (the library is built with -march=native). Without a compiler, or with
 MINDTUNE_CPU_KERNELS=0, `library()` is None, one line says so, and the model keeps MindSpore's own kernels.
-Ascend never uses them: its profile runs MindFormers' fused RmsNorm and SwiGLU.
+Ascend never uses them: its profile runs MindFormers' fused RmsNorm and flash attention.
 """
 import functools
 import hashlib
