@@ -34,7 +34,7 @@ from mindspore import ops
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fused.cc")
 # -ffast-math: GCC then calls glibc's vectorised expf (SiLU, the log-softmax)
 # -fopenmp-simd: honours `omp simd` without the OpenMP runtime
-FLAGS = ("-O3", "-march=native", "-ffast-math", "-fopenmp-simd", "-shared", "-fPIC")
+FLAGS = ("-O3", "-march=native", "-ffast-math", "-fopenmp-simd", "-fPIC")
 
 
 def _cpu_flags() -> str:
@@ -73,7 +73,14 @@ def library() -> Optional[str]:
     os.makedirs(directory, exist_ok=True)
     fd, partial = tempfile.mkstemp(suffix=".so.partial", dir=directory)
     os.close(fd)
-    done = subprocess.run([compiler, *FLAGS, "-o", partial, SOURCE], capture_output=True, text=True)
+    objects = partial + ".o"
+    # Compiled with -ffast-math, linked without it: GCC would otherwise link crtfastmath.o into the library, which
+    # switches the whole process to flush-to-zero for denormals when MindSpore loads it.
+    done = subprocess.run([compiler, *FLAGS, "-c", "-o", objects, SOURCE], capture_output=True, text=True)
+    if done.returncode == 0:
+        done = subprocess.run([compiler, "-shared", "-o", partial, objects], capture_output=True, text=True)
+    if os.path.exists(objects):
+        os.unlink(objects)
     if done.returncode != 0:
         os.unlink(partial)
         first = (done.stderr.strip().splitlines() or ["no message"])[0]
