@@ -167,13 +167,19 @@ extern "C" int rope_backward(int nparam, void **params, int *ndims, int64_t **sh
   return 0;
 }
 
+namespace {
+// `want` parameters, the first float32 logits [K, V] and the second int32 labels
+bool logits_and_labels(int nparam, int want, int *ndims, const char **dtypes) {
+  return nparam == want && ndims[0] == 2 && std::strcmp(dtypes[0], "float32") == 0 &&
+         std::strcmp(dtypes[1], "int32") == 0;
+}
+}  // namespace
+
 // Log-probability of each row's label: out[k] = logits[k, labels[k]] - logsumexp(logits[k]), and lse[k].
 // logits [K, V] float32, labels [K] int32 (in [0, V)) -> out [K], lse [K]
 extern "C" int label_log_softmax_forward(int nparam, void **params, int *ndims, int64_t **shapes,
                                          const char **dtypes, void *, void *) {
-  if (nparam != 4 || ndims[0] != 2 || std::strcmp(dtypes[0], "float32") != 0 || std::strcmp(dtypes[1], "int32") != 0) {
-    return 1;
-  }
+  if (!logits_and_labels(nparam, 4, ndims, dtypes)) return 1;
   const float *logits = static_cast<const float *>(params[0]);
   const int32_t *labels = static_cast<const int32_t *>(params[1]);
   float *out = static_cast<float *>(params[2]);
@@ -198,9 +204,7 @@ extern "C" int label_log_softmax_forward(int nparam, void **params, int *ndims, 
 // logits [K, V], labels [K], lse [K], dout [K] -> dlogits [K, V]
 extern "C" int label_log_softmax_backward(int nparam, void **params, int *ndims, int64_t **shapes,
                                           const char **dtypes, void *, void *) {
-  if (nparam != 5 || ndims[0] != 2 || std::strcmp(dtypes[0], "float32") != 0 || std::strcmp(dtypes[1], "int32") != 0) {
-    return 1;
-  }
+  if (!logits_and_labels(nparam, 5, ndims, dtypes)) return 1;
   const float *logits = static_cast<const float *>(params[0]);
   const int32_t *labels = static_cast<const int32_t *>(params[1]);
   const float *lse = static_cast<const float *>(params[2]);
