@@ -17,10 +17,17 @@ physical floor of every step. Prints a table and one JSON line per variant.
 runs one variant under MindSpore's CPU profiler (started after the compiling step) and prints the op time per
 step by op type; then the same step of transformers + PEFT under PyTorch's profiler (bench/ref_torch_profile.py,
 REF_PYTHON's own environment; random weights of SmolLM2's configuration).
+
+    python bench/diagnose_train.py --compile-phases layers2,layers8,base
+
+times MindSpore's compile of each variant's training step by its actions (type inference, optimize with the
+automatic differentiation, task_emit: the backend), from MindSpore's INFO log, with an empty compile cache.
 """
 import argparse
+import collections
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -60,6 +67,7 @@ VARIANTS = {
     "l8_interop1": dict(layers=8, context={"inter_op_parallel_num": 1}),
     "l8_opthreads1": dict(layers=8, op_threads=1),
     "l8_dispatch1": dict(layers=8, dispatch_threads=1),
+    "l8_full": dict(layers=8, method="none"),
 }
 
 
@@ -144,7 +152,6 @@ def child(variant: dict, steps: int, profile_dir: str = "") -> dict:
 
 def op_times(profile_dir: str, steps: int) -> list:
     """(op type, ms a step, kernels a step) from the profiler's CPU op table, largest first."""
-    import collections
     import csv
     import glob
 
@@ -180,6 +187,42 @@ def profile(name: str, steps: int) -> int:
     return 0
 
 
+STATUS = re.compile(r"-(\d\d):(\d\d):(\d\d)\.(\d{3})\.(\d{3}) .*Status record: (start|end) (\S+) action")
+GRAPH_SIZE = re.compile(r"total func graphs: (\d+), total nodes: (\d+)")
+
+
+def compile_phases(name: str) -> dict:
+    """Seconds of each of MindSpore's compile actions (from its INFO log's status records) for one variant's
+    training step, and the number of func graphs and nodes after type inference."""
+    env = dict(os.environ, GLOG_v="1", GLOG_logtostderr="1",
+               MINDTUNE_CACHE_DIR=tempfile.mkdtemp(prefix="diagnose-phases-"))    # an empty compile cache
+    proc = subprocess.Popen([sys.executable, __file__, "--child", name, "--steps", "1"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
+    started, seconds, last, size = {}, collections.Counter(), None, None
+    for line in proc.stderr:            # the INFO log runs to hundreds of thousands of lines: read it as it comes
+        m = STATUS.search(line)
+        if m:
+            h, mi, sec, ms, us, kind, action = m.groups()
+            t = int(h) * 3600 + int(mi) * 60 + int(sec) + int(ms) / 1e3 + int(us) / 1e6
+            if kind == "start":
+                started[action] = t
+            else:
+                seconds[action] += t - started.pop(action, t)
+                last = action
+            continue
+        m = GRAPH_SIZE.search(line)
+        if m and last == "type_inference" and size is None:
+            size = (int(m.group(1)), int(m.group(2)))
+    out = proc.stdout.read()
+    if proc.wait():
+        raise SystemExit(f"{name} failed (exit {proc.returncode})")
+    main_actions = ("type_inference", "optimize", "task_emit")
+    return dict(name=name, **{a: round(seconds[a], 1) for a in main_actions},
+                other_actions=round(sum(v for a, v in seconds.items() if a not in main_actions), 1),
+                func_graphs=size[0] if size else None, nodes=size[1] if size else None,
+                first_step_s=json.loads(out.splitlines()[-1])["first_step_s"])
+
+
 def matmul_rate(n: int = 2048, repeats: int = 5) -> dict:
     """GFLOP/s of an n x n float32 matrix product: numpy (the BLAS PyTorch also calls) and MindSpore's CPU MatMul."""
     a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
@@ -212,6 +255,9 @@ def main():
     p.add_argument("--only", default=",".join(VARIANTS))
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--profile", metavar="VARIANT", help="profile one variant's steps by op type, and the reference's")
+    p.add_argument("--compile-phases", metavar="VARIANTS",
+                   help="where the first step's compile goes, per variant (comma-separated): MindSpore's compile "
+                        "actions in seconds and the graph's size, from an empty compile cache")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--profile-dir", default="", help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -222,6 +268,13 @@ def main():
         if a.profile not in VARIANTS:
             p.error(f"--profile: unknown variant {a.profile!r} (one of {', '.join(VARIANTS)})")
         return profile(a.profile, a.steps)
+    if a.compile_phases:
+        unknown = [n for n in a.compile_phases.split(",") if n not in VARIANTS]
+        if unknown:
+            p.error(f"--compile-phases: unknown variant {unknown[0]!r} (one of {', '.join(VARIANTS)})")
+        for name in a.compile_phases.split(","):
+            print(json.dumps(compile_phases(name)), flush=True)
+        return 0
     if a.only == "matmul":
         print(json.dumps(matmul_rate()))
         return 0
