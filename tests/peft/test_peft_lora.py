@@ -39,10 +39,12 @@ def test_untrained_lora_equals_the_base_model(weights):
     assert rel_err(adapted.network(ids)[0].asnumpy(), base) > 1e-3
 
 
+@pytest.mark.parametrize("lean", [False, True])
 @pytest.mark.parametrize("rslora, expected", [(False, [3.0, 10.5]), (True, [1.0, 10.0])])
-def test_lora_scaling_on_a_hand_computed_2x2_case(rslora, expected):
+def test_lora_scaling_on_a_hand_computed_2x2_case(rslora, expected, lean):
     """W = [[1, 2], [3, 4]], x = [1, 2], rank 4, alpha 4, A's first row [1, -1], B's first column [2, 0.5]:
-    W x = [5, 11], B A x = [-2, -0.5]; alpha/r = 1 gives [3, 10.5]; rsLoRA alpha/sqrt(r) = 2 gives [1, 10]."""
+    W x = [5, 11], B A x = [-2, -0.5]; alpha/r = 1 gives [3, 10.5]; rsLoRA alpha/sqrt(r) = 2 gives [1, 10].
+    Both with MindPet's LoRADense construct and with mindtune's lean one (`apply_peft` gives it)."""
     import mindspore as ms
     from mindformers.modules.layers import Linear
     from mindspore import nn
@@ -64,6 +66,9 @@ def test_lora_scaling_on_a_hand_computed_2x2_case(rslora, expected):
     assert scaling(cfg) == (2.0 if rslora else 1.0)
     toy = Toy()
     inject(toy, cfg)
+    if lean:
+        from mindtune.models import lean_dense
+        assert lean_dense.simplify(toy) == 1
     w = np.array([[1, 2], [3, 4]], np.float32)
     a = np.zeros((4, 2), np.float32)
     a[0] = [1, -1]
