@@ -36,20 +36,26 @@ def child(way: str, steps: int) -> dict:
     ms.set_context(mode=ms.GRAPH_MODE if way == "unrolled" else ms.PYNATIVE_MODE, device_target="CPU")
     rng = np.random.default_rng(0)
 
-    def weight(*shape, scale=0.02, trainable=False, name=""):
-        value = Tensor(rng.normal(0, scale, shape).astype(np.float32))
-        # Frozen weights are plain tensors: a PyNative ms.jit function compiles again for every new Parameter
-        # passed to it (about 25 ms for a two-product graph), but once for tensors of the same shapes.
-        return Parameter(value, name=name) if trainable else value
+    def weight(*shape, scale=0.02, trainable=False, name="", value=None):
+        value = Tensor(rng.normal(0, scale, shape).astype(np.float32) if value is None else value)
+        # "unrolled": Parameters, as in mindtune (a tensor the graph closes over would be compiled in as a constant).
+        # "reused": the frozen weights are plain tensors, since a PyNative ms.jit function compiles again for every
+        # new Parameter passed to it (about 25 ms for a two-product graph), but once for tensors of the same shapes.
+        if trainable or way == "unrolled":
+            return Parameter(value, name=name, requires_grad=trainable)
+        return value
+
+    def norm(name):
+        return weight(name=name, value=np.ones(HIDDEN, np.float32))
 
     embedding = weight(VOCAB, HIDDEN, name="embedding")
-    final_norm = Tensor(np.ones(HIDDEN, np.float32))
+    final_norm = norm("final_norm")
     frozen, lora = [], []
     for i in range(LAYERS):
-        frozen.append([Tensor(np.ones(HIDDEN, np.float32)),
+        frozen.append([norm(f"n1.{i}"),
                        weight(HIDDEN, HIDDEN, name=f"wq.{i}"), weight(KV_HEADS * HEAD_DIM, HIDDEN, name=f"wk.{i}"),
                        weight(KV_HEADS * HEAD_DIM, HIDDEN, name=f"wv.{i}"), weight(HIDDEN, HIDDEN, name=f"wo.{i}"),
-                       Tensor(np.ones(HIDDEN, np.float32)),
+                       norm(f"n2.{i}"),
                        weight(FFN, HIDDEN, name=f"w1.{i}"), weight(HIDDEN, FFN, name=f"w2.{i}"),
                        weight(FFN, HIDDEN, name=f"w3.{i}")])
         outs = (HIDDEN, KV_HEADS * HEAD_DIM, KV_HEADS * HEAD_DIM, HIDDEN)
