@@ -194,28 +194,28 @@ GRAPH_SIZE = re.compile(r"total func graphs: (\d+), total nodes: (\d+)")
 def compile_phases(name: str) -> dict:
     """Seconds of each of MindSpore's compile actions (from its INFO log's status records) for one variant's
     training step, and the number of func graphs and nodes after type inference."""
-    env = dict(os.environ, GLOG_v="1", GLOG_logtostderr="1",
-               MINDTUNE_CACHE_DIR=tempfile.mkdtemp(prefix="diagnose-phases-"))    # an empty compile cache
-    proc = subprocess.Popen([sys.executable, __file__, "--child", name, "--steps", "1"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
     started, seconds, last, size = {}, collections.Counter(), None, None
-    for line in proc.stderr:            # the INFO log runs to hundreds of thousands of lines: read it as it comes
-        m = STATUS.search(line)
-        if m:
-            h, mi, sec, ms, us, kind, action = m.groups()
-            t = int(h) * 3600 + int(mi) * 60 + int(sec) + int(ms) / 1e3 + int(us) / 1e6
-            if kind == "start":
-                started[action] = t
-            else:
-                seconds[action] += t - started.pop(action, t)
-                last = action
-            continue
-        m = GRAPH_SIZE.search(line)
-        if m and last == "type_inference" and size is None:
-            size = (int(m.group(1)), int(m.group(2)))
-    out = proc.stdout.read()
-    if proc.wait():
-        raise SystemExit(f"{name} failed (exit {proc.returncode})")
+    with tempfile.TemporaryDirectory(prefix="diagnose-phases-") as cache:      # an empty compile cache
+        env = dict(os.environ, GLOG_v="1", GLOG_logtostderr="1", MINDTUNE_CACHE_DIR=cache)
+        proc = subprocess.Popen([sys.executable, __file__, "--child", name, "--steps", "1"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
+        for line in proc.stderr:        # the INFO log runs to hundreds of thousands of lines: read it as it comes
+            m = STATUS.search(line)
+            if m:
+                h, mi, sec, ms, us, kind, action = m.groups()
+                t = int(h) * 3600 + int(mi) * 60 + int(sec) + int(ms) / 1e3 + int(us) / 1e6
+                if kind == "start":
+                    started[action] = t
+                else:
+                    seconds[action] += t - started.pop(action, t)
+                    last = action
+                continue
+            m = GRAPH_SIZE.search(line)
+            if m and last == "type_inference" and size is None:
+                size = (int(m.group(1)), int(m.group(2)))
+        out = proc.stdout.read()
+        if proc.wait():
+            raise SystemExit(f"{name} failed (exit {proc.returncode})")
     main_actions = ("type_inference", "optimize", "task_emit")
     return dict(name=name, **{a: round(seconds[a], 1) for a in main_actions},
                 other_actions=round(sum(v for a, v in seconds.items() if a not in main_actions), 1),
