@@ -122,13 +122,13 @@ def child(way: str, steps: int) -> dict:
         losses.append(float(loss.asnumpy()))
         grad_norms.append(float(np.sqrt(sum((g.asnumpy().astype(np.float64) ** 2).sum() for g in grads))))
         times.append(time.perf_counter() - t0)
-    forward_times = [None]
+    forward_s = None                # the second of two forwards alone (the first may still compile pieces)
     for s in range(2 if way == "reused" else 0):
         t0 = time.perf_counter()
         loss_fn(*batch(s)).asnumpy()
-        forward_times.append(round(time.perf_counter() - t0, 2))
+        forward_s = round(time.perf_counter() - t0, 2)
     return dict(way=way, first_step_s=round(times[0], 1), step_s=round(float(np.median(times[1:])), 3),
-                forward_s=forward_times[-1], loss=round(losses[0], 5), grad_norm=round(grad_norms[0], 5),
+                forward_s=forward_s, loss=round(losses[0], 5), grad_norm=round(grad_norms[0], 5),
                 peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
 
 
