@@ -26,8 +26,6 @@ setup(
         "gguf",
         "jinja2",
         "matplotlib",
-        # OpenBLAS as numpy and scipy build it: the CPU profile's matrix products (mindtune/cpu_kernels)
-        "scipy-openblas32; platform_system == 'Linux'",
         # task metrics (mindtune eval); MindFormers installs them too, for its ADGEN metric
         "rouge-chinese",
         "nltk",

@@ -57,8 +57,6 @@ VARIANTS = {
     "no_shim": dict(no_shim=True),
     "no_fused": dict(no_fused=True),             # MindSpore's own kernels for RMSNorm and SiLU (mindtune.cpu_kernels)
     "full_no_fused": dict(method="none", no_fused=True),
-    "no_blas": dict(no_blas=True),               # MindSpore's MatMul for the projections (mindtune.cpu_kernels.matmul)
-    "full_no_blas": dict(method="none", no_blas=True),
     "seq256x1_labels30_no_fused": dict(bs=1, label_share=0.3, no_fused=True),
     "l8_somas": dict(layers=8, context={"memory_optimize_level": "O1"}),
     "l8_kernel": dict(layers=8, context={"enable_graph_kernel": True}),
@@ -100,8 +98,6 @@ def child(variant: dict, steps: int, profile_dir: str = "") -> dict:
         mindtune_shims.cpu_explicit_broadcasts = lambda network: 0
     if v.get("no_fused"):
         os.environ["MINDTUNE_CPU_KERNELS"] = "0"
-    if v.get("no_blas"):
-        os.environ["MINDTUNE_CPU_BLAS"] = "0"
     out = tempfile.mkdtemp(prefix="diagnose-")
     overrides = ["model.path=smollm2-135m", f"model.spec={{num_layers: {v['layers']}}}", f"data.train={__file__}",
                  f"data.max_length={v['seq']}", f"peft.method={v['method']}", "peft.rank=8", "peft.alpha=16",

@@ -18,7 +18,6 @@ and this CPU's instruction-set flags (the library is built with -march=native). 
 MINDTUNE_CPU_KERNELS=0, `library()` is None, one line says so, and the model keeps MindSpore's own kernels.
 Ascend never uses them: its profile runs MindFormers' fused RmsNorm and flash attention.
 """
-import ctypes
 import functools
 import hashlib
 import os
@@ -32,7 +31,7 @@ from typing import Optional
 import mindspore as ms
 from mindspore import ops
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fused.cc")
 # -ffast-math: GCC then calls glibc's vectorised expf (SiLU, the log-softmax)
 # -fopenmp-simd: honours `omp simd` without the OpenMP runtime
 FLAGS = ("-O3", "-march=native", "-ffast-math", "-fopenmp-simd", "-fPIC")
@@ -51,24 +50,24 @@ def _compiler_version(compiler: str) -> str:
     return done.stdout.splitlines()[0] if done.returncode == 0 and done.stdout else ""
 
 
-def _build(name: str, what: str, compile_flags: tuple = (), link_flags: tuple = ()) -> Optional[str]:
-    """Path of the library built from `name`.cc in this directory, built now if needed; None (said on stderr,
-    naming `what` it holds) when it cannot be."""
-    compiler = shutil.which(os.environ.get("CXX", "g++"))
-    if compiler is None:
-        print(f"mindtune: no C++ compiler ({os.environ.get('CXX', 'g++')}) on PATH: the CPU {what} are off "
-              "(training runs, more slowly)", file=sys.stderr)
+@functools.lru_cache(maxsize=None)
+def library() -> Optional[str]:
+    """Path of the built kernel library, built now if needed; None (said once on stderr) when it cannot be."""
+    if os.environ.get("MINDTUNE_CPU_KERNELS", "1") == "0":
         return None
     from mindtune.data.cache import default_cache_dir
 
-    source_path = os.path.join(HERE, f"{name}.cc")
-    with open(source_path, "rb") as fh:
+    compiler = shutil.which(os.environ.get("CXX", "g++"))
+    if compiler is None:
+        print(f"mindtune: no C++ compiler ({os.environ.get('CXX', 'g++')}) on PATH: the CPU fused kernels are off "
+              "(training runs, more slowly)", file=sys.stderr)
+        return None
+    with open(SOURCE, "rb") as fh:
         source = fh.read()
-    flags = FLAGS + compile_flags
-    digest = hashlib.sha256(b"\0".join([source, " ".join(flags + link_flags).encode(),
-                                        _compiler_version(compiler).encode(), _cpu_flags().encode()])).hexdigest()[:16]
+    digest = hashlib.sha256(b"\0".join([source, " ".join(FLAGS).encode(), _compiler_version(compiler).encode(),
+                                        _cpu_flags().encode()])).hexdigest()[:16]
     directory = os.path.join(default_cache_dir(), "kernels")
-    path = os.path.join(directory, f"{name}-{digest}.so")
+    path = os.path.join(directory, f"fused-{digest}.so")
     if os.path.isfile(path):
         return path
     os.makedirs(directory, exist_ok=True)
@@ -77,29 +76,19 @@ def _build(name: str, what: str, compile_flags: tuple = (), link_flags: tuple = 
     objects = partial + ".o"
     # Compiled with -ffast-math, linked without it: GCC would otherwise link crtfastmath.o into the library, which
     # switches the whole process to flush-to-zero for denormals when MindSpore loads it.
-    done = subprocess.run([compiler, *flags, "-c", "-o", objects, source_path], capture_output=True, text=True)
+    done = subprocess.run([compiler, *FLAGS, "-c", "-o", objects, SOURCE], capture_output=True, text=True)
     if done.returncode == 0:
-        done = subprocess.run([compiler, "-shared", "-o", partial, objects, *link_flags], capture_output=True,
-                              text=True)
+        done = subprocess.run([compiler, "-shared", "-o", partial, objects], capture_output=True, text=True)
     if os.path.exists(objects):
         os.unlink(objects)
     if done.returncode != 0:
         os.unlink(partial)
         first = (done.stderr.strip().splitlines() or ["no message"])[0]
-        print(f"mindtune: building the CPU {what} failed ({compiler}: {first}); they are off",
+        print(f"mindtune: building the CPU fused kernels failed ({compiler}: {first}); they are off",
               file=sys.stderr)
         return None
     os.replace(partial, path)    # atomic: a concurrent run sees the whole library or none
     return path
-
-
-@functools.lru_cache(maxsize=None)
-def library() -> Optional[str]:
-    """Path of the fused kernels' library (fused.cc), built now if needed; None (said once on stderr) when it
-    cannot be or MINDTUNE_CPU_KERNELS=0."""
-    if os.environ.get("MINDTUNE_CPU_KERNELS", "1") == "0":
-        return None
-    return _build("fused", "fused kernels")
 
 
 @functools.lru_cache(maxsize=None)
@@ -181,79 +170,6 @@ def label_log_softmax():
 
     return ops.Custom(f"{path}:label_log_softmax_forward", out_shape=lambda x, l: (l, l),
                       out_dtype=lambda x, l: (x, x), func_type="aot", bprop=bprop)
-
-
-@functools.lru_cache(maxsize=None)
-def blas_library() -> Optional[str]:
-    """Path of blas.cc's library, linked to OpenBLAS from the scipy-openblas32 wheel and built now if needed, with
-    OpenBLAS given this process's share of the cores; None (said once on stderr) when it cannot be built, or
-    MINDTUNE_CPU_KERNELS=0 or MINDTUNE_CPU_BLAS=0."""
-    if "0" in (os.environ.get("MINDTUNE_CPU_KERNELS", "1"), os.environ.get("MINDTUNE_CPU_BLAS", "1")):
-        return None
-    try:
-        import scipy_openblas32
-    except ImportError:
-        print("mindtune: scipy-openblas32 is not installed: the CPU BLAS products are off (training runs, more "
-              "slowly; `pip install scipy-openblas32`)", file=sys.stderr)
-        return None
-    lib_dir = scipy_openblas32.get_lib_dir()
-    path = _build("blas", "BLAS products", ("-I" + scipy_openblas32.get_include_dir(),),
-                  ("-L" + lib_dir, "-l" + scipy_openblas32.get_library(), "-Wl,-rpath," + lib_dir))
-    if path is not None:
-        # OpenBLAS's idle threads spin for 2^28 cycles by default, taking the core MindSpore's own kernels between
-        # two products need: 2^4 puts them to sleep at once (SmolLM2's LoRA step 4.2-4.5 s instead of 5.3-5.4 s;
-        # MindSpore's MatMul: 4.6-5.5 s). Read when the library loads, which is next.
-        os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-        openblas = ctypes.CDLL(os.path.join(lib_dir, scipy_openblas32.get_library(fullname=True)))
-        # MindSpore sets OMP_NUM_THREADS=1 in its process, which OpenBLAS also reads: one core. msrun's workers on
-        # one host share its cores.
-        from mindtune.parallel.context import launched_world_size
-
-        openblas.scipy_openblas_set_num_threads(max(1, len(os.sched_getaffinity(0)) // launched_world_size()))
-    return path
-
-
-@functools.lru_cache(maxsize=None)
-def matmul():
-    """The Custom op (a [..., K], b [N, K]; float32) -> a @ b^T [..., N] on OpenBLAS, with its backward (da = dy @ b,
-    db = dy^T a, each one product; MindSpore drops db for a frozen b). None without the library."""
-    path = blas_library()
-    if path is None:
-        return None
-    input_grad = ops.Custom(f"{path}:matmul_nn", out_shape=lambda d, b: d[:-1] + [b[1]], out_dtype=lambda d, b: d,
-                            func_type="aot")
-    weight_grad = ops.Custom(f"{path}:matmul_tn", out_shape=lambda d, a: [d[-1], a[-1]],
-                             out_dtype=lambda d, a: d, func_type="aot")
-
-    def bprop(a, b, out, dout):
-        return input_grad(dout, b), weight_grad(dout, a.reshape((-1, a.shape[-1])))
-
-    return ops.Custom(f"{path}:matmul_nt", out_shape=lambda a, b: a[:-1] + [b[0]], out_dtype=lambda a, b: a,
-                      func_type="aot", bprop=bprop)
-
-
-# The projections whose products the BLAS op can take: (class name, the attributes holding their x @ W^T products)
-_PROJECTION_PRODUCTS = {"Linear": ("matmul",), "LoRADense": ("matmul", "lora_a_matmul", "lora_b_matmul")}
-
-
-def blas_products(network) -> int:
-    """Give every MindFormers Linear and MindPet LoRADense under `network` that computes in float32 the BLAS op for
-    its x @ W^T products (MatMul with transpose_b only). Returns the number of products changed: 0 without the
-    library or when done before. Call before the network is first compiled."""
-    op = matmul()
-    if op is None:
-        return 0
-    changed = 0
-    for _, cell in network.cells_and_names():
-        if getattr(cell, "dtype", None) != ms.float32:
-            continue
-        for name in _PROJECTION_PRODUCTS.get(type(cell).__name__, ()):
-            product = getattr(cell, name, None)
-            if (type(product).__name__ == "MatMul" and product.transpose_b is True
-                    and product.transpose_a is False):
-                setattr(cell, name, op)
-                changed += 1
-    return changed
 
 
 class FusedRotary(ms.nn.Cell):

@@ -47,7 +47,7 @@ def graph_key(config) -> str:
     from mindtune import cpu_kernels
 
     parts = {"config": values, "versions": _versions(), "source": _source_digest(),
-             "cpu_kernels": (cpu_kernels.library(), cpu_kernels.blas_library()) if config.device == "cpu" else None,
+             "cpu_kernels": cpu_kernels.library() if config.device == "cpu" else None,
              "model_files": _model_files_digest(config.model.path), "entry_script": _entry_script_digest()}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 

@@ -70,15 +70,10 @@ def apply_peft(lm, cfg, spec, *, tokenizer=None, seed: int = 0, saved: Optional[
     numpy. saved: tensors of a saved adapter directory (`where`) to load onto the adapted model.
     Apply before `lm` is first called: methods change cells in place, and MindSpore keeps a called cell's graph.
     """
-    import mindspore as ms
-
-    from mindtune import cpu_kernels
     from mindtune.models import lean_dense
 
     adapted = _module(cfg.method).apply(lm, cfg, spec, tokenizer=tokenizer, seed=seed, saved=saved, where=where)
     lean_dense.simplify(adapted.network)    # after the method: it may give a projection a bias (bitfit)
-    if ms.get_context("device_target") == "CPU":     # the CPU profile: the projections' products on OpenBLAS
-        cpu_kernels.blas_products(adapted.network)
     trainable = {id(p) for p in adapted.trainable}
     for param in lm.get_parameters():
         param.requires_grad = id(param) in trainable

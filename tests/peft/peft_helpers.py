@@ -79,36 +79,3 @@ def loss_of(adapted, data) -> float:
 
 def rel_err(a, b) -> float:
     return float(np.abs(np.asarray(a, np.float64) - b).max() / np.abs(b).max())
-
-
-def layer0_loss_and_grads(lm, adapted, cfg: PeftConfig):
-    """(the loss of `batch()`, {name: gradient} of every tensor of layer 0) for `lm` adapted by `cfg`; LoRA's A and B
-    are first drawn non-zero (seeded), so every adapter product carries a gradient."""
-    import mindspore as ms
-
-    from mindtune.engine.buckets import gather_labels
-    from mindtune.engine.losses import CausalLMLoss
-
-    rng = np.random.default_rng(5)
-    for p in adapted.trainable if cfg.method == "lora" else ():
-        p.set_data(ms.Tensor(rng.normal(0, 0.1, p.shape).astype(np.float32)))
-    loss_cell = CausalLMLoss(lm)
-    params = [p for p in lm.get_parameters() if ".layers.0." in p.name]
-    for p in params:
-        p.requires_grad = True
-
-    def loss(*b):
-        return loss_cell(*b)[0]
-
-    value, grads = ms.value_and_grad(loss, None, params)(*(ms.Tensor(x) for x in gather_labels(batch())))
-    return float(value.asnumpy()), {p.name: g.asnumpy() for p, g in zip(params, grads)}
-
-
-def assert_same_loss_and_grads(got, want, tensors: int):
-    """Two layer0_loss_and_grads results agree: the loss within 1e-5, each of the `tensors` gradients (all non-zero)
-    within rtol 1e-4."""
-    (got_loss, got_grads), (want_loss, want_grads) = got, want
-    assert len(want_grads) == tensors and abs(got_loss - want_loss) < 1e-5
-    for name, value in want_grads.items():
-        assert np.abs(value).max() > 1e-5, name
-        np.testing.assert_allclose(got_grads[name], value, rtol=1e-4, atol=1e-6, err_msg=name)
