@@ -165,12 +165,12 @@ def op_times(profile_dir: str, steps: int) -> list:
 
 
 def profile(name: str, steps: int) -> int:
-    profile_dir = tempfile.mkdtemp(prefix="diagnose-profile-")
-    proc = subprocess.run([sys.executable, __file__, "--child", name, "--steps", str(steps), "--profile-dir",
-                           profile_dir], capture_output=True, text=True)
-    if proc.returncode:
-        raise SystemExit(f"{name} failed: {(proc.stderr.strip().splitlines() or ['?'])[-1][:200]}")
-    ops = op_times(profile_dir, steps)
+    with tempfile.TemporaryDirectory(prefix="diagnose-profile-") as profile_dir:   # ~10 MB of traces a run
+        proc = subprocess.run([sys.executable, __file__, "--child", name, "--steps", str(steps), "--profile-dir",
+                               profile_dir], capture_output=True, text=True)
+        if proc.returncode:
+            raise SystemExit(f"{name} failed: {(proc.stderr.strip().splitlines() or ['?'])[-1][:200]}")
+        ops = op_times(profile_dir, steps)
     total = sum(ms for _, ms, _ in ops)
     v = dict(BASE, **VARIANTS[name])
     print(f"MindSpore, {name} {json.dumps(v)}: {total:.0f} ms of kernels a step "
