@@ -29,6 +29,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -142,6 +143,7 @@ def child(variant: dict, steps: int, profile_dir: str = "") -> dict:
         profiler.stop()
         profiler.analyse()
     rows = read_metrics(os.path.join(out, "metrics.jsonl"))
+    shutil.rmtree(out)     # the run directory holds the final checkpoint: 1.6 GB for SmolLM2
     seconds = [v["bs"] * v["seq"] / r["tokens_per_s"] for r in rows]
     step = float(np.median(seconds[1:]))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
