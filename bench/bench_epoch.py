@@ -21,6 +21,7 @@ a step as the reference's batch of 4 short rows); the reference is unchanged.
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -131,6 +132,7 @@ def main():
             result["speed_ratio_warm_cache"] = round(ref["epoch_s"] / result["mindtune_warm"]["epoch_s"], 3)
     elif not a.no_ref:
         result["reference"] = {"error": f"not run: needs {python} and {a.gguf} (see bench/README.md)"}
+    shutil.rmtree(work)     # the rows, their cache, both runs' directories and compile caches
     print(json.dumps(result))
     return 0
 
