@@ -21,7 +21,6 @@ a step as the reference's batch of 4 short rows); the reference is unchanged.
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -103,7 +102,8 @@ def main():
     p.add_argument("--packed-batch", type=int, default=1, help="with --packing: packed sequences a step")
     p.add_argument("--no-ref", action="store_true")
     a = p.parse_args()
-    work = tempfile.mkdtemp(prefix="bench-epoch-")
+    work_dir = tempfile.TemporaryDirectory(prefix="bench-epoch-")    # removed even if a run fails
+    work = work_dir.name
     data = os.path.join(work, "rows.jsonl")
     write_rows(data, a.rows, max_words=a.max_length // 3)
     os.environ["MINDTUNE_CACHE_DIR"] = os.path.join(work, "cache")    # an empty compile cache for the first run
@@ -132,7 +132,7 @@ def main():
             result["speed_ratio_warm_cache"] = round(ref["epoch_s"] / result["mindtune_warm"]["epoch_s"], 3)
     elif not a.no_ref:
         result["reference"] = {"error": f"not run: needs {python} and {a.gguf} (see bench/README.md)"}
-    shutil.rmtree(work)     # the rows, their cache, both runs' directories and compile caches
+    work_dir.cleanup()     # the rows, their cache, both runs' directories and compile caches
     print(json.dumps(result))
     return 0
 

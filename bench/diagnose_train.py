@@ -29,7 +29,6 @@ import json
 import os
 import re
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -99,7 +98,8 @@ def child(variant: dict, steps: int, profile_dir: str = "") -> dict:
         mindtune_shims.cpu_explicit_broadcasts = lambda network: 0
     if v.get("no_fused"):
         os.environ["MINDTUNE_CPU_KERNELS"] = "0"
-    out = tempfile.mkdtemp(prefix="diagnose-")
+    run_dir = tempfile.TemporaryDirectory(prefix="diagnose-")    # removed even if the run fails
+    out = run_dir.name
     overrides = ["model.path=smollm2-135m", f"model.spec={{num_layers: {v['layers']}}}", f"data.train={__file__}",
                  f"data.max_length={v['seq']}", f"peft.method={v['method']}", "peft.rank=8", "peft.alpha=16",
                  f"train.batch_size={v['bs']}", f"train.max_steps={steps + 1}", "train.lr=1e-4",
@@ -143,7 +143,7 @@ def child(variant: dict, steps: int, profile_dir: str = "") -> dict:
         profiler.stop()
         profiler.analyse()
     rows = read_metrics(os.path.join(out, "metrics.jsonl"))
-    shutil.rmtree(out)     # the run directory holds the final checkpoint: 1.6 GB for SmolLM2
+    run_dir.cleanup()     # the run directory holds the final checkpoint: 1.6 GB for SmolLM2
     seconds = [v["bs"] * v["seq"] / r["tokens_per_s"] for r in rows]
     step = float(np.median(seconds[1:]))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
