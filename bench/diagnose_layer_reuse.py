@@ -8,8 +8,11 @@ LoRA step as plain functions (random weights; the same shapes as bench_train.py:
 runs it two ways, each in its own process:
 
   unrolled  one compiled graph (ms.jit) for the whole forward + backward, the 30 layers unrolled (what mindtune does)
-  reused    PyNative mode; the layer is one ms.jit function taking its weights as arguments, called 30 times, so it
-            compiles once; the embedding, loss and gradient bookkeeping run eagerly
+  shared    the same one graph, but every layer's weights enter the layer function as computed tensors (p * 1)
+            rather than Parameters, so every call has the same argument types: does MindSpore's frontend then
+            infer and differentiate the layer once for all 30? (It did not: 70 s against 49 s, 12-04.)
+  reused    PyNative mode; `--block K` layers are one ms.jit function taking their weights as arguments, called
+            30 / K times, so it compiles once; the embedding, loss and gradient bookkeeping run eagerly
 
 and prints, per way, the first step (compile + run), the median step after it, the first batch's loss and
 gradient norm (the two ways compute the same thing), and the peak resident memory; for "reused" also a forward
@@ -29,19 +32,19 @@ HEAD_DIM = HIDDEN // HEADS
 BATCH, SEQ = 4, 256
 
 
-def child(way: str, steps: int) -> dict:
+def child(way: str, steps: int, block: int) -> dict:
     import mindspore as ms
     from mindspore import Parameter, Tensor, ops
 
-    ms.set_context(mode=ms.GRAPH_MODE if way == "unrolled" else ms.PYNATIVE_MODE, device_target="CPU")
+    ms.set_context(mode=ms.PYNATIVE_MODE if way == "reused" else ms.GRAPH_MODE, device_target="CPU")
     rng = np.random.default_rng(0)
 
     def weight(*shape, scale=0.02, trainable=False, name="", value=None):
         value = Tensor(rng.normal(0, scale, shape).astype(np.float32) if value is None else value)
-        # "unrolled": Parameters, as in mindtune (a tensor the graph closes over would be compiled in as a constant).
+        # "unrolled", "shared": Parameters, as in mindtune (a tensor the graph closes over is compiled in as a constant).
         # "reused": the frozen weights are plain tensors, since a PyNative ms.jit function compiles again for every
         # new Parameter passed to it (about 25 ms for a two-product graph), but once for tensors of the same shapes.
-        if trainable or way == "unrolled":
+        if trainable or way != "reused":
             return Parameter(value, name=name, requires_grad=trainable)
         return value
 
@@ -97,18 +100,33 @@ def child(way: str, steps: int) -> dict:
         x2 = rms(h, n2).reshape(BATCH * SEQ, HIDDEN)
         return h + matmul_t(ops.silu(matmul_t(x2, w1)) * matmul_t(x2, w3), w2).reshape(BATCH, SEQ, HIDDEN)
 
-    layer_step = ms.jit(layer) if way == "reused" else layer
+    def layers(h, *weights):
+        """`block` layers in a row; `weights` holds each one's arguments after h, layer by layer."""
+        per = len(weights) // block
+        for j in range(block):
+            h = layer(h, *weights[j * per:(j + 1) * per])
+        return h
+
+    block_step = ms.jit(layers) if way == "reused" else layers
+
+    def arguments(i):
+        """Layer i's weights as the layer function receives them."""
+        if way == "unrolled":
+            return [*frozen[i], *lora[i]]
+        if way == "shared":
+            return [p * 1 for p in (*frozen[i], *lora[i])]
+        # the trainable Parameters enter as tensors (p * 1) for the same reason; the product is differentiable
+        return [*frozen[i], *[p * 1 for p in lora[i]]]
 
     def loss_fn(input_ids, labels):
         h = ops.gather(embedding, input_ids, 0)
-        for i in range(LAYERS):
-            # the trainable Parameters enter as tensors (p * 1) for the same reason; the product is differentiable
-            h = layer_step(h, *frozen[i], *[p * 1 for p in lora[i]] if way == "reused" else lora[i])
+        for i in range(0, LAYERS, block):
+            h = block_step(h, *[w for j in range(i, i + block) for w in arguments(j)])
         logits = matmul_t(rms(h, final_norm).reshape(BATCH * SEQ, HIDDEN), embedding)
         return ops.cross_entropy(logits, labels.reshape(-1))
 
     grad_fn = ms.value_and_grad(loss_fn, None, trainable)
-    if way == "unrolled":
+    if way != "reused":
         grad_fn = ms.jit(grad_fn)
     data = rng.integers(0, VOCAB, (steps + 1, BATCH, SEQ + 1))
 
@@ -127,7 +145,7 @@ def child(way: str, steps: int) -> dict:
         t0 = time.perf_counter()
         loss_fn(*batch(s)).asnumpy()
         forward_s = round(time.perf_counter() - t0, 2)
-    return dict(way=way, first_step_s=round(times[0], 1), step_s=round(float(np.median(times[1:])), 3),
+    return dict(way=way, block=block, first_step_s=round(times[0], 1), step_s=round(float(np.median(times[1:])), 3),
                 forward_s=forward_s, loss=round(losses[0], 5), grad_norm=round(grad_norms[0], 5),
                 peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
 
@@ -135,15 +153,18 @@ def child(way: str, steps: int) -> dict:
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=3)
-    p.add_argument("--only", default="unrolled,reused")
+    p.add_argument("--only", default="unrolled,reused", help="ways, comma-separated (unrolled, shared, reused)")
+    p.add_argument("--block", type=int, default=1, help="layers in one compiled function for 'reused' (divides 30)")
     p.add_argument("--child", default="", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
-        print(json.dumps(child(a.child, a.steps)), flush=True)
+        print(json.dumps(child(a.child, a.steps, a.block if a.child == "reused" else 1)), flush=True)
         return 0
+    if LAYERS % a.block:
+        p.error(f"--block {a.block} does not divide the {LAYERS} layers")
     for way in a.only.split(","):
         t0 = time.perf_counter()
-        out = subprocess.run([sys.executable, __file__, "--child", way, "--steps", str(a.steps)],
+        out = subprocess.run([sys.executable, __file__, "--child", way, "--steps", str(a.steps), "--block", str(a.block)],
                              capture_output=True, text=True)
         if out.returncode:
             print(out.stderr[-3000:], file=sys.stderr)

@@ -149,7 +149,7 @@ def child(variant: dict, steps: int, profile_dir: str = "") -> dict:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"build_s": round(built, 1), "first_step_s": round(seconds[0], 1), "step_s": round(step, 3),
             "tokens_per_s": round(v["bs"] * v["seq"] / step, 1), "peak_rss_mb": round(peak_mb),
-            "mb_per_token": round(peak_mb / (v["bs"] * v["seq"]), 2)}
+            "mb_per_token": round(peak_mb / (v["bs"] * v["seq"]), 2), "steps_s": [round(t, 2) for t in seconds[1:]]}
 
 
 def op_times(profile_dir: str, steps: int) -> list:

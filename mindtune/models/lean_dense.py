@@ -4,8 +4,8 @@ MindFormers' `Linear` and MindPet's `LoRADense` construct every projection throu
 matmul, bias, activation and input checks; MindSpore's frontend parses and type-infers each branch of each of a
 Llama's 7 projections a layer, 30 layers over. A cell that takes none of them (but its activation) runs
 `_lean_linear` or `_lean_lora_dense` instead: the same primitives, casts and reshapes in the same order, so the
-same values. SmolLM2's LoRA step: 4,457 -> 3,213 func graphs, 45,640 -> 41,180 nodes to type-infer
-(`bench/diagnose_train.py --compile-phases base`).
+same values (LoRA's scaling moves to the rank-wide side, equal up to float32 rounding). SmolLM2's LoRA step:
+4,457 -> 3,213 func graphs, 45,640 -> 41,180 nodes to type-infer (`bench/diagnose_train.py --compile-phases base`).
 """
 import types
 
@@ -31,13 +31,15 @@ def _lean_linear_activated(self, x):
 
 
 def _lora(self, x):
-    """(W x + scaling * B A dropout(x) on the rows of x, x's shape)."""
+    """(W x + B (scaling * A dropout(x)) on the rows of x, x's shape). MindPet scales B A x, [rows, out]; scaling
+    A x, [rows, rank], instead multiplies a rank-wide tensor by the scalar, forward and backward (on CPU a
+    broadcasting Mul; SmolLM2's LoRA step 4-5% faster, bench/README.md), equal up to float32 rounding."""
     x_shape = self.shape_op(x)
     rows = self.reshape(self.cast(x, self.dtype), (-1, x_shape[-1]))
     dense = self.matmul(rows, self.cast(self.weight, self.dtype))
-    delta = self.lora_a_matmul(self.lora_dropout(rows), self.cast(self.mindpet_delta_lora_a, self.dtype))
-    delta = self.mul(self.lora_b_matmul(delta, self.cast(self.mindpet_delta_lora_b, self.dtype)),
-                     self.cast(self.scaling, self.dtype))
+    down = self.lora_a_matmul(self.lora_dropout(rows), self.cast(self.mindpet_delta_lora_a, self.dtype))
+    delta = self.lora_b_matmul(self.mul(down, self.cast(self.scaling, self.dtype)),
+                               self.cast(self.mindpet_delta_lora_b, self.dtype))
     return self.add(dense, delta), x_shape
 
 
