@@ -5,7 +5,7 @@
 MindSpore 2.9 compiles a graph-mode training step with every layer unrolled (its cell reuse, `lazy_inline`, is
 refused by the CPU backend), so the compile grows with the number of layers. This script writes SmolLM2-135M's
 LoRA step as plain functions (random weights; the same shapes as bench_train.py: 4 x 256, LoRA r8 on q/k/v/o) and
-runs it two ways, each in its own process:
+runs it in up to three ways, each in its own process:
 
   unrolled  one compiled graph (ms.jit) for the whole forward + backward, the 30 layers unrolled (what mindtune does)
   shared    the same one graph, but every layer's weights enter the layer function as computed tensors (p * 1)
@@ -15,7 +15,7 @@ runs it two ways, each in its own process:
             30 / K times, so it compiles once; the embedding, loss and gradient bookkeeping run eagerly
 
 and prints, per way, the first step (compile + run), the median step after it, the first batch's loss and
-gradient norm (the two ways compute the same thing), and the peak resident memory; for "reused" also a forward
+gradient norm (every way computes the same thing), and the peak resident memory; for "reused" also a forward
 pass alone (`forward_s`: the 30 compiled layer calls with the eager embedding and loss).
 """
 import argparse
@@ -41,7 +41,7 @@ def child(way: str, steps: int, block: int) -> dict:
 
     def weight(*shape, scale=0.02, trainable=False, name="", value=None):
         value = Tensor(rng.normal(0, scale, shape).astype(np.float32) if value is None else value)
-        # "unrolled", "shared": Parameters, as in mindtune (a tensor the graph closes over is compiled in as a constant).
+        # "unrolled", "shared": Parameters, as in mindtune (a tensor a graph closes over is compiled in as a constant).
         # "reused": the frozen weights are plain tensors, since a PyNative ms.jit function compiles again for every
         # new Parameter passed to it (about 25 ms for a two-product graph), but once for tensors of the same shapes.
         if trainable or way != "reused":
@@ -121,7 +121,10 @@ def child(way: str, steps: int, block: int) -> dict:
     def loss_fn(input_ids, labels):
         h = ops.gather(embedding, input_ids, 0)
         for i in range(0, LAYERS, block):
-            h = block_step(h, *[w for j in range(i, i + block) for w in arguments(j)])
+            weights = []
+            for j in range(i, i + block):     # plain loops: graph mode parses one comprehension level only
+                weights += arguments(j)
+            h = block_step(h, *weights)
         logits = matmul_t(rms(h, final_norm).reshape(BATCH * SEQ, HIDDEN), embedding)
         return ops.cross_entropy(logits, labels.reshape(-1))
 
@@ -164,8 +167,8 @@ def main():
         p.error(f"--block {a.block} does not divide the {LAYERS} layers")
     for way in a.only.split(","):
         t0 = time.perf_counter()
-        out = subprocess.run([sys.executable, __file__, "--child", way, "--steps", str(a.steps), "--block", str(a.block)],
-                             capture_output=True, text=True)
+        command = [sys.executable, __file__, "--child", way, "--steps", str(a.steps), "--block", str(a.block)]
+        out = subprocess.run(command, capture_output=True, text=True)
         if out.returncode:
             print(out.stderr[-3000:], file=sys.stderr)
             return out.returncode
