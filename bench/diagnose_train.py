@@ -68,6 +68,9 @@ VARIANTS = {
     "l8_opthreads1": dict(layers=8, op_threads=1),
     "l8_dispatch1": dict(layers=8, dispatch_threads=1),
     "l8_full": dict(layers=8, method="none"),
+    "no_reuse": dict(no_reuse=True),        # every layer compiled on its own (mindtune.engine.cell_reuse off)
+    "l8_no_reuse": dict(layers=8, no_reuse=True),
+    "full_no_reuse": dict(method="none", no_reuse=True),
 }
 
 
@@ -98,6 +101,9 @@ def child(variant: dict, steps: int, profile_dir: str = "") -> dict:
         mindtune_shims.cpu_explicit_broadcasts = lambda network: 0
     if v.get("no_fused"):
         os.environ["MINDTUNE_CPU_KERNELS"] = "0"
+    if v.get("no_reuse"):
+        from mindtune.engine import cell_reuse
+        cell_reuse.mark_repeated = lambda cells, ignore=(): None
     run_dir = tempfile.TemporaryDirectory(prefix="diagnose-")    # removed even if the run fails
     out = run_dir.name
     overrides = ["model.path=smollm2-135m", f"model.spec={{num_layers: {v['layers']}}}", f"data.train={__file__}",
@@ -149,7 +155,8 @@ def child(variant: dict, steps: int, profile_dir: str = "") -> dict:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"build_s": round(built, 1), "first_step_s": round(seconds[0], 1), "step_s": round(step, 3),
             "tokens_per_s": round(v["bs"] * v["seq"] / step, 1), "peak_rss_mb": round(peak_mb),
-            "mb_per_token": round(peak_mb / (v["bs"] * v["seq"]), 2), "steps_s": [round(t, 2) for t in seconds[1:]]}
+            "mb_per_token": round(peak_mb / (v["bs"] * v["seq"]), 2),
+            "losses": [round(r["loss"], 5) for r in rows], "steps_s": [round(t, 2) for t in seconds[1:]]}
 
 
 def op_times(profile_dir: str, steps: int) -> list:

@@ -10,6 +10,7 @@ Owning the cells and parameters as attributes fixes both.
 """
 from mindspore import ParameterTuple, jit, nn
 
+from mindtune.engine.cell_reuse import key_repeated
 from mindtune.engine.compile_cache import argument_spec, cell_structure
 
 
@@ -39,11 +40,13 @@ class CompiledFunction(nn.Cell):
         return self.cache.holds(self.cache.signature(self.label, arguments, self.get_parameters(), self.structure))
 
     def __call__(self, *args):
-        if self.cache is not None:
-            arguments = argument_spec(args)
-            if arguments not in self._called_with:
-                self._called_with.add(arguments)
-                signature = self.cache.signature(self.label, arguments, self.get_parameters(), self.structure)
-                with self.cache.compiling(self.label, signature):
-                    return super().__call__(*args)
-        return super().__call__(*args)
+        arguments = argument_spec(args)
+        if arguments in self._called_with:
+            return super().__call__(*args)
+        self._called_with.add(arguments)
+        key_repeated(self)      # a new graph: key the repeated layers as they are now (engine/cell_reuse.py)
+        if self.cache is None:
+            return super().__call__(*args)
+        signature = self.cache.signature(self.label, arguments, self.get_parameters(), self.structure)
+        with self.cache.compiling(self.label, signature):
+            return super().__call__(*args)

@@ -61,9 +61,13 @@ def build_llama(spec: ModelSpec, profile: DeviceProfile, seq_length: int, batch_
         llama = LlamaForCausalLM(llama_config(spec, profile, seq_length, batch_size, parallel))
     if profile.is_cpu:
         from mindtune import cpu_kernels
+        from mindtune.engine import cell_reuse
         from mindtune.shims import cpu_explicit_broadcasts
         cpu_explicit_broadcasts(llama)
         cpu_kernels.fuse(llama)
+        # compile one layer for all (engine/cell_reuse.py); mindformers 1.9.0's LLamaDecoderLayer keeps its
+        # layer_id from __init__ but its construct never reads it
+        cell_reuse.mark_repeated(llama.model.layers, ignore=("layer_id",))
     return llama
 
 
