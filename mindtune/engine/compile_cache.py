@@ -1,8 +1,8 @@
 """MindSpore's graph compile cache, made safe to leave on: a run that compiles what an earlier run compiled loads it.
 
-Why: compiling a 30-layer model's training step takes most of a minute on CPU (MindSpore 2.9 refuses cell reuse
-there, so every layer is compiled); loading the same graph from the cache takes a few seconds (SmolLM2 LoRA:
-first step 65 s cold, 12 s warm). What MindSpore 2.9.0's cache does not do, measured on CPU:
+Why: compiling a 30-layer model's training step takes about half a minute on CPU even with one layer compiled
+for all (engine/cell_reuse.py); loading the same graph from the cache takes a few seconds (SmolLM2 LoRA: first
+step 24-27 s cold, 10-17 s warm). What MindSpore 2.9.0's cache does not do, measured on CPU:
 - it names cached graphs by the order in which the process compiled them (compile_cache_0.mindir, _1, ...) and
   loads graph N for the process's N-th compile without comparing input shapes or parameters: a graph compiled
   for 2 rows ran silently on 3 rows and returned the 2-row answer;

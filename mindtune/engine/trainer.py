@@ -317,8 +317,8 @@ class Trainer:
             self._say(f"{self.desc}: loading {what} from the compile cache ({self.compile_cache.directory})")
         else:
             later = "; a later run with the same graphs loads it from the compile cache" if self.compile_cache else ""
-            self._say(f"{self.desc}: compiling {what} (once per shape; most of a minute for a 30-layer model on "
-                      f"CPU{later})")
+            self._say(f"{self.desc}: compiling {what} (once per shape; about half a minute for a 30-layer model "
+                      f"on CPU{later})")
 
     def _say(self, message: str):
         """A line on the terminal above the progress bar (rank 0 only)."""

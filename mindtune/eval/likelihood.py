@@ -18,6 +18,7 @@ class LogLikelihood:
 
     def _cell_for(self, length: int):
         if self._cell is None or length > self._length:
+            from mindtune.engine.cell_reuse import key_repeated
             from mindtune.models.build import build_llama, load_weights
             from mindtune.models.causal_lm import CausalLM
 
@@ -29,6 +30,7 @@ class LogLikelihood:
             load_weights(llama, self.weights, where=self.where)
             self._cell = _SequenceLogProb(CausalLM(llama))
             self._cell.set_train(False)
+            key_repeated(self._cell)     # compile one layer for all (engine/cell_reuse.py; CPU profile)
         return self._cell
 
     def score(self, pairs: Sequence[Tuple[List[int], List[int]]]) -> List[Tuple[float, int]]:

@@ -252,7 +252,7 @@ def test_each_new_batch_shape_is_announced_once_and_not_timed(toy_setup, tmp_pat
     task = TrainTask(cell, ("rows",), [cell.w], lambda k: (x[:sizes[k]], y[:sizes[k]]))
     Trainer(cfg, str(tmp_path), task, profile).fit()
     said = [line for line in capsys.readouterr().err.splitlines() if "compiling" in line]
-    assert said == ["train: compiling the training step for batches of 4x3 (once per shape; most of a minute "
+    assert said == ["train: compiling the training step for batches of 4x3 (once per shape; about half a minute "
                     "for a 30-layer model on CPU)",
-                    "train: compiling the training step for batches of 2x3 (once per shape; most of a minute "
+                    "train: compiling the training step for batches of 2x3 (once per shape; about half a minute "
                     "for a 30-layer model on CPU)"]
