@@ -146,7 +146,8 @@ class PeftConfig:
 
     method: none | lora | prefix | ptuning | ptuning_v2 | prompt | adapter | bitfit.
     rank, alpha, dropout, rslora (scale alpha/sqrt(rank) instead of alpha/rank), target_modules
-        (regular expressions matched against MindFormers parameter paths, e.g. `wq`, `attention\\.w[qkvo]`).
+        (regular expressions matched against each projection's own name, MindFormers' `wq wk wv wo w1 w2 w3`,
+        e.g. `w[qkvo]`; not against its path, so every layer gets the same projections).
     num_virtual_tokens: prompt/prefix length for prefix, ptuning, ptuning_v2 and prompt.
     prompt_init: prompt tuning's initial soft prompt: vocab (embeddings of random vocabulary tokens), text (the
         embeddings of `prompt_init_text`, tokenized with the model tokenizer and repeated to the length), random.
