@@ -18,6 +18,9 @@ import hashlib
 import types
 
 import numpy as np
+from mindspore import Parameter, Tensor, nn
+from mindspore.common import dtype as mstype
+from mindspore.ops.primitive import Primitive
 
 _MARK = "_mindtune_repeated"     # the attribute mark_repeated sets: the names of attributes to leave out of the key
 _KEY_PREFIX = "lazy_inline_mindtune_"
@@ -71,10 +74,6 @@ def cell_key(cell, ignore=()) -> str:
 
 def _describe(value, owner, paths, depth=0):
     """A value as the parser would bake it into the graph; unknown objects by identity (never shared)."""
-    from mindspore import Parameter, Tensor, nn
-    from mindspore.common import dtype as mstype
-    from mindspore.ops.primitive import Primitive
-
     if depth > 6:
         return ("deep", id(value))
     if value is None or isinstance(value, (bool, int, float, str, bytes)):
