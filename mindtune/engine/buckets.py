@@ -6,8 +6,8 @@ on CPU a SmolLM2 training step compiles in about half a minute), so a batch is c
 bucket lengths that still holds its longest row. The lengths are planned from the run's own batches before it
 starts: the `count` multiples of 8 that minimise the padded tokens of those batches (an exact dynamic programme
 over their longest rows), the longest of them holding the longest batch; `data.max_length` stays as a last
-resort for a batch no planned length holds. Rows are right padded and attention is causal, so the cut removes only padding: every
-real token's loss is unchanged.
+resort for a batch no planned length holds. Rows are right padded and attention is causal, so the cut removes
+only padding: every real token's loss is unchanged.
 
 The loss then runs the output projection at the labelled positions only (`mindtune.engine.losses.CausalLMLoss`):
 a batch's labels become a fixed number K of flat positions and targets (`gather_labels`). K is planned the same
