@@ -1,7 +1,6 @@
 """mindtune.engine.cell_reuse: the decoder layers compiled once for all train to the same losses and tensors as
 layers compiled one by one, for every PEFT method; layers that differ get different keys; and the key sees what
 the parser would bake into a shared graph."""
-import json
 import os
 import sys
 
@@ -9,10 +8,13 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "peft"))
-from peft_helpers import adapt, base_weights, batch  # noqa: E402
+from peft_helpers import adapt, base_weights, batch, trainer  # noqa: E402
 
-from mindtune.config.schema import ExperimentConfig, PeftConfig  # noqa: E402
+from mindtune.config.schema import PeftConfig  # noqa: E402
 from mindtune.engine import cell_reuse  # noqa: E402
+from mindtune.engine.metrics import read_metrics  # noqa: E402
+
+STEPS = 3
 
 CASES = {
     "full": dict(method="none"),
@@ -30,7 +32,6 @@ CASES = {
 
 def differing(layers):
     layers[1].attention.wq.scaling = 2 * layers[1].attention.wq.scaling
-STEPS = 3
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +42,6 @@ def weights():
 def train(weights, keys: dict, reuse: bool, run_dir: str):
     """STEPS optimizer steps of the engine's one-graph train step on a fixed batch: (losses, trained tensors,
     the layers' reuse keys)."""
-    from mindtune.device import resolve_profile
-    from mindtune.engine.buckets import gather_labels
-    from mindtune.engine.losses import CausalLMLoss
-    from mindtune.engine.trainer import Trainer, TrainTask
-
-    os.makedirs(run_dir)
     lm, adapted = adapt(weights, PeftConfig(**keys), seed=1)
     layers = lm.llama.model.layers
     if keys is CASES["lora_differing"]:
@@ -54,16 +49,9 @@ def train(weights, keys: dict, reuse: bool, run_dir: str):
     if not reuse:
         for layer in layers:
             vars(layer).pop(cell_reuse._MARK)
-    config = ExperimentConfig()
-    config.train.max_steps, config.train.lr, config.train.save_every = STEPS, 1e-2, 0
-    config.train.schedule, config.train.warmup_steps, config.train.max_grad_norm = "constant", 0, 1.0
-    config.train.compile_cache = False     # each network compiles its own graphs
-    data = gather_labels(batch(0))
-    task = TrainTask(loss_cell=CausalLMLoss(adapted.network), aux_names=("label_tokens",),
-                     trainable=adapted.trainable, train_batch=lambda k: data)
-    Trainer(config, run_dir, task, resolve_profile("cpu"), desc="test").fit()
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        losses = [json.loads(line)["loss"] for line in f if '"loss"' in line]
+    # no compile cache: each network compiles its own graphs
+    trainer(adapted, run_dir, batch(0), STEPS, 1e-2, max_grad_norm=1.0, compile_cache=False).fit()
+    losses = [row["loss"] for row in read_metrics(os.path.join(run_dir, "metrics.jsonl")) if "loss" in row]
     tensors = {p.name: p.asnumpy().copy() for p in adapted.trainable}
     return losses, tensors, [getattr(layer, "cell_init_args", None) for layer in layers]
 

@@ -47,7 +47,8 @@ def batch(seed: int = 0, lengths=(SEQ, SEQ - 4), seq: int = SEQ):
     return ids, labels
 
 
-def trainer(adapted, run_dir, data, steps: int, lr: float, save_every: int = 0):
+def trainer(adapted, run_dir, data, steps: int, lr: float, save_every: int = 0, max_grad_norm: float = 0.0,
+            compile_cache: bool = True):
     """The project's Trainer on a fixed batch (overfitting it), exactly as the SFT stage wires it."""
     from mindtune.device import resolve_profile
     from mindtune.engine.buckets import gather_labels
@@ -58,7 +59,8 @@ def trainer(adapted, run_dir, data, steps: int, lr: float, save_every: int = 0):
     os.makedirs(run_dir, exist_ok=True)
     config = ExperimentConfig()
     config.train.max_steps, config.train.lr, config.train.save_every = steps, lr, save_every
-    config.train.schedule, config.train.warmup_steps, config.train.max_grad_norm = "constant", 0, 0.0
+    config.train.schedule, config.train.warmup_steps, config.train.max_grad_norm = "constant", 0, max_grad_norm
+    config.train.compile_cache = compile_cache
     task = TrainTask(loss_cell=CausalLMLoss(adapted.network), aux_names=("label_tokens",),
                      trainable=adapted.trainable, train_batch=lambda k: gather_labels(data))
     return Trainer(config, run_dir, task, resolve_profile("cpu"), desc="test")
