@@ -1,5 +1,5 @@
-"""Fused float32 CPU kernels (RMSNorm, SiLU, the rotary embedding, the label log-softmax) as MindSpore Custom
-operators, for the CPU profile only.
+"""Fused float32 CPU kernels (RMSNorm, SiLU, the rotary embedding, the label log-softmax, the attention's head
+transposes) as MindSpore Custom operators, for the CPU profile only.
 
 Why: MindSpore 2.9 runs a Llama layer's element-wise work on CPU as many small kernels, each a pass over memory
 with a runtime gap after it. An RMSNorm is about 8 kernels forward and 10 backward (square, mean, add, rsqrt, the
@@ -30,6 +30,7 @@ from typing import Optional
 
 import mindspore as ms
 from mindspore import ops
+from mindspore.ops.primitive import Primitive
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fused.cc")
 # -ffast-math: GCC then calls glibc's vectorised expf (SiLU, the log-softmax)
@@ -172,6 +173,41 @@ def label_log_softmax():
                       out_dtype=lambda x, l: (x, x), func_type="aot", bprop=bprop)
 
 
+@functools.lru_cache(maxsize=None)
+def swap_middle_axes():
+    """The Custom op x [A, B, C, D] float32 -> x.transpose(0, 2, 1, 3); its backward is the same op. None without
+    the library."""
+    path = library()
+    if path is None:
+        return None
+    shape = lambda x: (x[0], x[2], x[1], x[3])   # noqa: E731
+    swap = ops.Custom(f"{path}:swap_middle_axes", out_shape=shape, out_dtype=lambda x: x, func_type="aot")
+
+    def bprop(x, out, dout):
+        return (swap(dout),)
+
+    return ops.Custom(f"{path}:swap_middle_axes", out_shape=shape, out_dtype=lambda x: x, func_type="aot",
+                      bprop=bprop)
+
+
+class FusedHeadTranspose(ms.nn.Cell):
+    """MindFormers' attention Transpose primitive, on the fused kernel for float32 4-D inputs with perm (0, 2, 1, 3)
+    (the split into heads and the merge back); anything else runs the primitive.
+
+    Why: MindSpore 2.9's CPU Transpose kernel builds an 8-byte index per output element when it is created and
+    keeps it: the 8 attention transposes of each layer's forward and backward made a SmolLM2 LoRA step's compile
+    fault in about 0.75 GB more and take seconds longer."""
+    def __init__(self, primitive):
+        super().__init__(auto_prefix=False)
+        self.primitive = primitive
+        self.swap = swap_middle_axes()
+
+    def construct(self, x, perm):
+        if perm == (0, 2, 1, 3) and x.ndim == 4 and x.dtype == ms.float32:
+            return self.swap(x)
+        return self.primitive(x, perm)
+
+
 class FusedRotary(ms.nn.Cell):
     """MindFormers' RotaryEmbedding (rope-slice path) on the fused kernel for float32 tables of the queries' shape;
     anything else runs the wrapped cell."""
@@ -207,8 +243,9 @@ def _fused_silu(self, x):
 
 def fuse(network) -> int:
     """Run MindFormers' LlamaRMSNorm (its own-ops path) and LlamaSiLU cells under `network` on the fused kernels
-    when their input is float32, and wrap its RotaryEmbedding children in FusedRotary. Returns the number of cells
-    changed: 0 without the library, or when done before."""
+    when their input is float32, wrap its RotaryEmbedding children in FusedRotary and LLamaAttention's two
+    Transpose primitives in FusedHeadTranspose. Returns the number of cells changed: 0 without the library, or when
+    done before."""
     if library() is None:
         return 0
     changed = 0
@@ -224,6 +261,11 @@ def fuse(network) -> int:
             cell.fused_silu = silu()
             cell.construct = types.MethodType(_fused_silu, cell)
             changed += 1
+        elif kind == "LLamaAttention":
+            for name in ("transpose", "merger_head_transpose"):
+                if isinstance(getattr(cell, name, None), Primitive):
+                    setattr(cell, name, FusedHeadTranspose(getattr(cell, name)))
+                    changed += 1
         for name, child in list(cell.name_cells().items()):
             if type(child).__name__ == "RotaryEmbedding" and not isinstance(cell, FusedRotary):
                 setattr(cell, name, FusedRotary(child))

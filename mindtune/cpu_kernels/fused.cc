@@ -222,3 +222,20 @@ extern "C" int label_log_softmax_backward(int nparam, void **params, int *ndims,
   }
   return 0;
 }
+
+// Swap the two middle axes: x [A, B, C, D] -> y [A, C, B, D] (Transpose with perm (0, 2, 1, 3), which is its own
+// inverse, so its backward is the same kernel). Each row of D elements is one contiguous copy. MindSpore 2.9's
+// CPU Transpose instead builds an 8-byte index per element when its kernel is created (a SmolLM2 LoRA step's
+// attention transposes held about 0.75 GB of them) and gathers through it element by element.
+extern "C" int swap_middle_axes(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                                void *, void *) {
+  if (nparam != 2 || ndims[0] != 4 || !all_float32(nparam, dtypes)) return 1;
+  const float *x = static_cast<const float *>(params[0]);
+  float *y = static_cast<float *>(params[1]);
+  const int64_t a = shapes[0][0], b = shapes[0][1], c = shapes[0][2], d = shapes[0][3];
+  for (int64_t i = 0; i < a; i++)
+    for (int64_t k = 0; k < c; k++)
+      for (int64_t j = 0; j < b; j++)
+        std::memcpy(y + ((i * c + k) * b + j) * d, x + ((i * b + j) * c + k) * d, sizeof(float) * d);
+  return 0;
+}

@@ -1,4 +1,4 @@
-"""mindtune.cpu_kernels: the fused RMSNorm, SiLU and rotary-embedding kernels on hand-computed cases and against
+"""mindtune.cpu_kernels: the fused RMSNorm, SiLU, rotary-embedding and head-transpose kernels on hand-computed cases and against
 MindFormers' own cells (values and gradients), what the CPU build swaps, and the fallback when no library can be
 built. The whole model with them is checked against the model built without any CPU change by
 test_cpu_broadcast_shim.test_the_shimmed_model_has_the_unshimmed_models_loss_and_gradients."""
@@ -67,6 +67,37 @@ def test_rope_on_a_hand_computed_case(context):
     y, (dx, _, _) = weighted_grads(cpu_kernels.rope(), (x, cos, sin), ms.Tensor(np.array([[[[1.0, 0.0]]]], np.float32)))
     np.testing.assert_allclose(y.asnumpy().ravel(), [-1.0, 2.0], rtol=1e-6)
     np.testing.assert_allclose(dx.asnumpy().ravel(), [0.6, -0.8], rtol=1e-6)
+
+
+def test_head_transpose_swaps_the_middle_axes_and_falls_back_for_other_permutations(context):
+    """x [2, 3, 4, 5] numbered 0..119: the kernel's output is x.transpose(0, 2, 1, 3) element for element, and the
+    gradient of sum(y * u) is u swapped back (the permutation is its own inverse). Another permutation, or a
+    float16 input, runs MindSpore's Transpose."""
+    import mindspore as ms
+    from mindspore import ops
+
+    x_np = np.arange(120, dtype=np.float32).reshape(2, 3, 4, 5)
+    upstream = np.random.RandomState(5).randn(2, 4, 3, 5).astype(np.float32)
+    swap = cpu_kernels.FusedHeadTranspose(ops.Transpose())
+
+    class Weighted(ms.nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.swap = swap
+
+        def construct(self, x):
+            return (self.swap(x, (0, 2, 1, 3)) * ms.Tensor(upstream)).sum()
+
+    y = swap(ms.Tensor(x_np), (0, 2, 1, 3)).asnumpy()
+    np.testing.assert_array_equal(y, x_np.transpose(0, 2, 1, 3))
+    assert y[1, 2, 0, 3] == x_np[1, 0, 2, 3] == 73.0     # 1 * 60 + 0 * 20 + 2 * 5 + 3
+    dx = ms.grad(Weighted())(ms.Tensor(x_np)).asnumpy()
+    np.testing.assert_array_equal(dx, upstream.transpose(0, 2, 1, 3))
+    other = swap(ms.Tensor(x_np), (0, 1, 3, 2)).asnumpy()
+    np.testing.assert_array_equal(other, x_np.transpose(0, 1, 3, 2))
+    half = swap(ms.Tensor(x_np.astype(np.float16)), (0, 2, 1, 3))
+    assert half.dtype == ms.float16
+    np.testing.assert_array_equal(half.asnumpy(), x_np.astype(np.float16).transpose(0, 2, 1, 3))
 
 
 @pytest.mark.parametrize("per_row", [False, True])
@@ -168,7 +199,7 @@ def test_fused_silu_cell_equals_mindformers_own(context):
 
 def test_the_cpu_build_runs_every_norm_and_silu_on_the_kernels(context):
     """The tiny model (2 layers) as built for CPU: 5 RMSNorms (2 a layer and the final one), 2 SiLUs and 2 rotary
-    embeddings swapped."""
+    embeddings swapped, and both head transposes of each attention wrapped."""
     from mindtune.models.build import build_llama
     from mindtune.models.spec import get_preset
 
@@ -179,6 +210,9 @@ def test_the_cpu_build_runs_every_norm_and_silu_on_the_kernels(context):
         if any(getattr(cell, kernel, None) is not None for kernel in ("fused_rms_norm", "fused_silu", "fused_rope")):
             kinds[name] = kinds.get(name, 0) + 1
     assert kinds == {"LlamaRMSNorm": 5, "LlamaSiLU": 2, "FusedRotary": 2}
+    wrapped = [name for name, cell in llama.cells_and_names() if isinstance(cell, cpu_kernels.FusedHeadTranspose)]
+    assert sorted(wrapped) == [f"model.layers.{i}.attention.{name}" for i in (0, 1)
+                               for name in ("merger_head_transpose", "transpose")]
 
 
 @pytest.mark.parametrize("environment, said", [
