@@ -1,6 +1,6 @@
-"""mindtune.cpu_kernels: the fused RMSNorm, SiLU, rotary-embedding and head-transpose kernels on hand-computed cases and against
-MindFormers' own cells (values and gradients), what the CPU build swaps, and the fallback when no library can be
-built. The whole model with them is checked against the model built without any CPU change by
+"""mindtune.cpu_kernels: the fused RMSNorm, SiLU, rotary-embedding and head-transpose kernels on hand-computed
+cases and against MindFormers' own cells (values and gradients), what the CPU build swaps, and the fallback when no
+library can be built. The whole model with them is checked against the model built without any CPU change by
 test_cpu_broadcast_shim.test_the_shimmed_model_has_the_unshimmed_models_loss_and_gradients."""
 import math
 import subprocess
