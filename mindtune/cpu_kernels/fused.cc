@@ -224,9 +224,7 @@ extern "C" int label_log_softmax_backward(int nparam, void **params, int *ndims,
 }
 
 // Swap the two middle axes: x [A, B, C, D] -> y [A, C, B, D] (Transpose with perm (0, 2, 1, 3), which is its own
-// inverse, so its backward is the same kernel). Each row of D elements is one contiguous copy. MindSpore 2.9's
-// CPU Transpose instead builds an 8-byte index per element when its kernel is created (a SmolLM2 LoRA step's
-// attention transposes held about 0.75 GB of them) and gathers through it element by element.
+// inverse, so its backward is the same kernel). Each row of D elements is one contiguous copy.
 extern "C" int swap_middle_axes(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                                 void *, void *) {
   if (nparam != 2 || ndims[0] != 4 || !all_float32(nparam, dtypes)) return 1;
