@@ -1,14 +1,17 @@
 """Training-step throughput on SmolLM2-135M: mindtune's engine vs the PyTorch + PEFT reference, same run.
 
     python bench/bench_train.py [--model models/smollm2-135m] [--what lora,full] [--seq 256] [--bs 4] [--steps 5]
+                                [--rounds 3]
 
 Shapes follow ../shared/bench/ref_torch_smollm2.py: random token ids in [100, 40000), batch 4 x 256, labels on
 every next token, AdamW lr 1e-4, no clipping; LoRA r=8, alpha=16 on q/k/v/o. The first step (graph compile) is
 reported apart, and so is the time to the first finished step (imports, build, weight load, compile, run: what
-`mindtune train` makes a user wait), once with an empty compile cache and once more in a second process that
-loads the first one's graphs (`warm_*`); step time is the median of the following steps. The reference runs from its
-own virtual environment (REF_PYTHON, default /tmp/ref-venv/bin/python; set-up in ../shared/bench/README.md) right
-after mindtune, on the same machine, and the ratio of tokens/s is printed. Prints one JSON line.
+`mindtune train` makes a user wait), with an empty compile cache in each round and once more in a further process
+that loads the first round's graphs (`warm_*`); step time is the median of the following steps. The reference runs from its
+own virtual environment (REF_PYTHON, default /tmp/ref-venv/bin/python; set-up in ../shared/bench/README.md) on the
+same machine. The two sides alternate for --rounds rounds (mindtune first in the odd rounds, the reference first in
+the even ones), each in a new process, because both sides' steps move with the host from minute to minute; the
+ratio of tokens/s is taken in each round, and the median round's is the result. Prints a table and one JSON line.
 """
 import argparse
 import json
@@ -85,22 +88,48 @@ def reference(gguf, what, seq, bs, steps):
 
 
 def print_table(result: dict):
-    print("| step | mindtune s/step | PyTorch s/step | ratio (tokens/s) | mindtune peak MB (MB/token) | "
-          "PyTorch peak MB (MB/token) | memory ratio | mindtune first step s | mindtune to first step s "
-          "(imports, build + load) | the same from the compile cache: first step s, to first step s |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    """Each side's median step and highest peak over the rounds; mindtune's slowest start; each round's ratio."""
+    print("| step | mindtune s/step | PyTorch s/step | ratio (tokens/s), median round | each round's ratio | "
+          "mindtune peak MB (MB/token) | PyTorch peak MB (MB/token) | memory ratio | mindtune first step s | "
+          "mindtune to first step s (imports, build + load) | each round's to first step s | the same from the "
+          "compile cache: first step s, to first step s |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for what, mine in result.get("mindtune", {}).items():
         ref = result.get("reference", {}).get(what, {})
         ratio = result.get("ratio_tokens_per_s", {}).get(what, "-")
+        each = ", ".join(str(x) for x in result.get("ratio_rounds", {}).get(what, [])) or "-"
+        starts = ", ".join(str(r["to_first_step_s"]) for r in mine["rounds"])
         memory = round(mine["peak_rss_mb"] / ref["peak_rss_mb"], 2) if ref.get("peak_rss_mb") else "-"
-        print(f"| {what} | {mine['step_s_median']} | {ref.get('step_s_median', '-')} | {ratio} | "
+        print(f"| {what} | {mine['step_s_median']} | {ref.get('step_s_median', '-')} | {ratio} | {each} | "
               f"{mine['peak_rss_mb']} ({mine['mb_per_token']}) | {ref.get('peak_rss_mb', '-')} "
               f"({ref.get('mb_per_token', '-')}) | {memory} | {mine['first_step_s']} | {mine['to_first_step_s']} "
-              f"({mine['build_s']}) | {mine.get('warm_first_step_s', '-')}, {mine.get('warm_to_first_step_s', '-')} |")
+              f"({mine['build_s']}) | {starts} | {mine.get('warm_first_step_s', '-')}, "
+              f"{mine.get('warm_to_first_step_s', '-')} |")
     rates = result.get("matmul_gflops")
     if rates:
         print(f"float32 2048x2048 matrix product on this machine: numpy {rates['numpy_gflops']} GFLOP/s, "
               f"MindSpore {rates['mindspore_gflops']} GFLOP/s")
+
+
+def summarize(rounds: list, tokens: int) -> dict:
+    """One method's rounds [{"mindtune": {...}, "reference": {...}}] -> each side's median step, highest peak (and
+    mindtune's slowest start), every round's figures, and the median of the rounds' ratios of tokens/s."""
+    def side(results: list, slowest: tuple) -> dict:
+        step = float(np.median([r["step_s_median"] for r in results]))
+        peak = max(r["peak_rss_mb"] for r in results)
+        out = dict(results[0], step_s_median=round(step, 3), tokens_per_s=round(tokens / step, 1), peak_rss_mb=peak,
+                   mb_per_token=round(peak / tokens, 2), **{k: max(r[k] for r in results) for k in slowest})
+        out["rounds"] = [{k: r[k] for k in ("step_s_median", "peak_rss_mb") + slowest} for r in results]
+        return out
+
+    mine = side([r["mindtune"] for r in rounds], ("first_step_s", "to_first_step_s", "build_s"))
+    refs = [r["reference"] for r in rounds if "step_s_median" in r["reference"]]
+    if not refs:
+        return {"mindtune": mine, "reference": rounds[0]["reference"]}
+    ratios = [r["reference"]["step_s_median"] / r["mindtune"]["step_s_median"] for r in rounds
+              if "step_s_median" in r["reference"]]
+    return {"mindtune": mine, "reference": side(refs, ()), "ratio_tokens_per_s": round(float(np.median(ratios)), 3),
+            "ratio_rounds": [round(x, 3) for x in ratios]}
 
 
 def main():
@@ -111,6 +140,7 @@ def main():
     p.add_argument("--seq", type=int, default=256)
     p.add_argument("--bs", type=int, default=4)
     p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=3, help="alternating mindtune/reference rounds (median ratio)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--warm-cache", help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -119,35 +149,41 @@ def main():
         os.environ["MINDTUNE_CACHE_DIR"] = a.warm_cache
         print(json.dumps(mindtune_step_times(a.model, methods[a.what], a.seq, a.bs, 1)))
         return 0
-    if a.child:        # one method: mindtune with an empty compile cache, then the reference
+    if a.child:        # mindtune alone, one method, with an empty compile cache (kept for the warm run)
         os.environ["MINDTUNE_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench-compile-cache-")
-        result = {"mindtune": {a.what: mindtune_step_times(a.model, methods[a.what], a.seq, a.bs, a.steps)},
-                  "reference": reference(a.gguf, a.what, a.seq, a.bs, a.steps)}
-        ref = result["reference"].get(a.what)
-        if ref:
-            result["ratio_tokens_per_s"] = {a.what: round(result["mindtune"][a.what]["tokens_per_s"] /
-                                                          ref["tokens_per_s"], 3)}
-        result["cache"] = os.environ["MINDTUNE_CACHE_DIR"]
-        print(json.dumps(result))
+        result = mindtune_step_times(a.model, methods[a.what], a.seq, a.bs, a.steps)
+        print(json.dumps(dict(result, cache=os.environ["MINDTUNE_CACHE_DIR"])))
         return 0
-    # One process per method (a MindSpore process keeps its memory pool, see bench/README.md); the warm run starts
+    # One process per run (a MindSpore process keeps its memory pool, see bench/README.md); the warm run starts
     # after the first process has exited, as a user's second run would.
-    merged = {"shapes": {"seq": a.seq, "bs": a.bs, "steps": a.steps}}
+    merged = {"shapes": {"seq": a.seq, "bs": a.bs, "steps": a.steps, "rounds": a.rounds}}
     for what in a.what.split(","):
         common = [sys.executable, __file__, "--model", a.model, "--gguf", a.gguf, "--what", what, "--seq",
                   str(a.seq), "--bs", str(a.bs)]
-        # the children's stderr (progress, errors) passes through; their last stdout line is their JSON result
-        out = subprocess.run(common + ["--steps", str(a.steps), "--child"], check=True, stdout=subprocess.PIPE,
-                             text=True).stdout
-        part = json.loads(out.splitlines()[-1])
-        cache = part.pop("cache")
-        out = subprocess.run(common + ["--warm-cache", cache], check=True, stdout=subprocess.PIPE, text=True).stdout
-        warm = json.loads(out.splitlines()[-1])
-        shutil.rmtree(cache, ignore_errors=True)
-        part["mindtune"][what].update(warm_first_step_s=warm["first_step_s"],
-                                      warm_to_first_step_s=warm["to_first_step_s"])
+
+        def mindtune_run(*args) -> dict:
+            # the child's stderr (progress, errors) passes through; its last stdout line is its JSON result
+            out = subprocess.run(common + list(args), check=True, stdout=subprocess.PIPE, text=True).stdout
+            return json.loads(out.splitlines()[-1])
+
+        rounds, caches = [], []
+        for k in range(a.rounds):
+            result = {}
+            for who in ("mindtune", "reference") if k % 2 == 0 else ("reference", "mindtune"):
+                if who == "mindtune":
+                    result[who] = mindtune_run("--steps", str(a.steps), "--child")
+                    caches.append(result[who].pop("cache"))
+                else:
+                    ref = reference(a.gguf, what, a.seq, a.bs, a.steps)
+                    result[who] = ref.get(what, ref)
+            rounds.append(result)
+        warm = mindtune_run("--warm-cache", caches[0])
+        for cache in caches:
+            shutil.rmtree(cache, ignore_errors=True)
+        part = summarize(rounds, a.bs * a.seq)
+        part["mindtune"].update(warm_first_step_s=warm["first_step_s"], warm_to_first_step_s=warm["to_first_step_s"])
         for key, value in part.items():
-            merged.setdefault(key, {}).update(value)
+            merged.setdefault(key, {})[what] = value
     merged["matmul_gflops"] = json.loads(subprocess.run([sys.executable, os.path.join(HERE, "diagnose_train.py"),
                                                          "--only", "matmul"], check=True, stdout=subprocess.PIPE,
                                                         text=True).stdout.splitlines()[-1])
