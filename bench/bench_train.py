@@ -7,11 +7,11 @@ Shapes follow ../shared/bench/ref_torch_smollm2.py: random token ids in [100, 40
 every next token, AdamW lr 1e-4, no clipping; LoRA r=8, alpha=16 on q/k/v/o. The first step (graph compile) is
 reported apart, and so is the time to the first finished step (imports, build, weight load, compile, run: what
 `mindtune train` makes a user wait), with an empty compile cache in each round and once more in a further process
-that loads the first round's graphs (`warm_*`); step time is the median of the following steps. The reference runs from its
-own virtual environment (REF_PYTHON, default /tmp/ref-venv/bin/python; set-up in ../shared/bench/README.md) on the
-same machine. The two sides alternate for --rounds rounds (mindtune first in the odd rounds, the reference first in
-the even ones), each in a new process, because both sides' steps move with the host from minute to minute; the
-ratio of tokens/s is taken in each round, and the median round's is the result. Prints a table and one JSON line.
+that loads the first round's graphs (`warm_*`); step time is the median of the following steps. The reference runs
+from its own virtual environment (REF_PYTHON, default /tmp/ref-venv/bin/python; set-up in ../shared/bench/README.md)
+on the same machine. The two sides alternate for --rounds rounds (mindtune first in the odd rounds, the reference
+first in the even ones), each in a new process, because both sides' steps move with the host from minute to minute;
+the ratio of tokens/s is taken in each round, and the median round's is the result. Prints a table and one JSON line.
 """
 import argparse
 import json
@@ -144,6 +144,8 @@ def main():
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--warm-cache", help=argparse.SUPPRESS)
     a = p.parse_args()
+    if a.rounds < 1:
+        p.error(f"--rounds must be at least 1, not {a.rounds}")
     methods = {"lora": "lora", "full": "none"}
     if a.warm_cache:   # the same run again, its graphs loaded from the first one's compile cache
         os.environ["MINDTUNE_CACHE_DIR"] = a.warm_cache
