@@ -123,13 +123,12 @@ def summarize(rounds: list, tokens: int) -> dict:
         return out
 
     mine = side([r["mindtune"] for r in rounds], ("first_step_s", "to_first_step_s", "build_s"))
-    refs = [r["reference"] for r in rounds if "step_s_median" in r["reference"]]
-    if not refs:
+    paired = [r for r in rounds if "step_s_median" in r["reference"]]   # the rounds whose reference ran
+    if not paired:
         return {"mindtune": mine, "reference": rounds[0]["reference"]}
-    ratios = [r["reference"]["step_s_median"] / r["mindtune"]["step_s_median"] for r in rounds
-              if "step_s_median" in r["reference"]]
-    return {"mindtune": mine, "reference": side(refs, ()), "ratio_tokens_per_s": round(float(np.median(ratios)), 3),
-            "ratio_rounds": [round(x, 3) for x in ratios]}
+    ratios = [r["reference"]["step_s_median"] / r["mindtune"]["step_s_median"] for r in paired]
+    return {"mindtune": mine, "reference": side([r["reference"] for r in paired], ()),
+            "ratio_tokens_per_s": round(float(np.median(ratios)), 3), "ratio_rounds": [round(x, 3) for x in ratios]}
 
 
 def main():
