@@ -2,9 +2,14 @@
 
 Keep every shim here, small and named; nothing else in mindtune patches upstream code.
 """
+import importlib
+import importlib.machinery
+import importlib.util
 import logging
 import os
+import sys
 import tempfile
+import types
 
 
 def quiet_environment():
@@ -12,11 +17,83 @@ def quiet_environment():
     mindformers writes a log tree under ./output/log of the working directory.
 
     Shim: before either is imported, raise MindSpore's glog level to errors (GLOG_v=3) and point mindformers'
-    LOCAL_DEFAULT_PATH at a temporary folder, so runs stay tidy and the terminal shows mindtune's progress.
-    Must run before `import mindspore`; the CLI and the tests' conftest call it first.
+    LOCAL_DEFAULT_PATH at a temporary folder, so runs stay tidy and the terminal shows mindtune's progress; and
+    defer mindformers' unused imports (`defer_unused_imports`). Must run before `import mindspore`; the CLI and
+    the tests' conftest call it first.
     """
     os.environ.setdefault("GLOG_v", "3")
     os.environ.setdefault("LOCAL_DEFAULT_PATH", os.path.join(tempfile.gettempdir(), "mindtune-mindformers"))
+    defer_unused_imports()
+
+
+# module -> the names mindformers imports from it with `from module import name`
+_DEFERRED = {"datasets": (), "datasets.distributed": ("split_dataset_by_node",),
+             "nltk.translate.bleu_score": ("sentence_bleu", "SmoothingFunction")}
+
+
+class _StandIn(types.ModuleType):
+    """Holds a module's place in sys.modules until something reads an attribute it lacks."""
+
+    def __getattr__(self, attr):
+        if attr == "__path__":   # asked by every `from module import name`: a module, not a package (packages have it)
+            raise AttributeError(attr)
+        return getattr(_real_module(self.__name__), attr)
+
+
+def _real_module(name: str):
+    """The real module: on first use, every stand-in of its package leaves sys.modules and the real one is imported."""
+    if isinstance(sys.modules.get(name), _StandIn):
+        package = name.split(".")[0]
+        for other in [m for m in sys.modules if m.split(".")[0] == package]:
+            if isinstance(sys.modules[other], _StandIn):
+                del sys.modules[other]
+    return importlib.import_module(name)
+
+
+def _call_through(module: str, attr: str):
+    def call(*args, **kwargs):
+        return getattr(_real_module(module), attr)(*args, **kwargs)
+    call.__name__ = call.__qualname__ = attr
+    return call
+
+
+def _spec_on_disk(name: str):
+    """A module's spec, found without importing its parent packages (None when it is not installed)."""
+    spec = importlib.util.find_spec(name.split(".")[0])
+    for depth, part in enumerate(name.split(".")[1:], start=2):
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(".".join(name.split(".")[:depth]),
+                                                        spec.submodule_search_locations)
+    return spec
+
+
+def defer_unused_imports():
+    """mindformers 1.9.0's `import mindformers` imports HuggingFace `datasets` for its HF dataloader
+    (mindformers/dataset/dataloader/hf_dataloader.py, with pyarrow, pandas and aiohttp: 0.7 s) and nltk's BLEU for
+    its ADGEN metric (mindformers/core/metric/metric.py; nltk's __init__ imports scipy.stats: 0.5 s), both with
+    `from module import name`, and only calls them inside functions mindtune never runs. That was 1.25 s of the
+    2.7 s a run spends importing mindspore and mindformers (`python -X importtime`).
+
+    Shim: until something uses them, those modules are stand-ins in sys.modules (with the real module's spec, so
+    `importlib.util.find_spec` still answers), and the names mindformers imports from them are functions that
+    import the real module and call it. Reading any other attribute of a stand-in imports the real module in its
+    place (mindtune's own BLEU, mindtune/eval/metrics.py, goes through the same functions). Must run before
+    `import mindformers`.
+    """
+    for name, names in _DEFERRED.items():
+        if name in sys.modules:
+            continue
+        spec = _spec_on_disk(name)
+        if spec is None:    # not installed: importing mindformers fails as it would have
+            continue
+        stand_in = _StandIn(name)
+        stand_in.__spec__ = spec
+        if spec.submodule_search_locations is not None:
+            stand_in.__path__ = spec.submodule_search_locations
+        for attr in names:
+            setattr(stand_in, attr, _call_through(name, attr))
+        sys.modules[name] = stand_in
 
 
 _done = {}
