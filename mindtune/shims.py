@@ -59,18 +59,18 @@ def _call_through(module: str, attr: str):
 
 def _spec_on_disk(name: str):
     """A module's spec, found without importing its parent packages (None when it is not installed)."""
-    spec = importlib.util.find_spec(name.split(".")[0])
-    for depth, part in enumerate(name.split(".")[1:], start=2):
+    parts = name.split(".")
+    spec = importlib.util.find_spec(parts[0])
+    for depth in range(2, len(parts) + 1):
         if spec is None or not spec.submodule_search_locations:
             return None
-        spec = importlib.machinery.PathFinder.find_spec(".".join(name.split(".")[:depth]),
-                                                        spec.submodule_search_locations)
+        spec = importlib.machinery.PathFinder.find_spec(".".join(parts[:depth]), spec.submodule_search_locations)
     return spec
 
 
 def defer_unused_imports():
     """mindformers 1.9.0's `import mindformers` imports HuggingFace `datasets` for its HF dataloader
-    (mindformers/dataset/dataloader/hf_dataloader.py, with pyarrow, pandas and aiohttp: 0.7 s) and nltk's BLEU for
+    (mindformers/dataset/dataloader/hf_dataloader.py, with pandas and aiohttp: 0.7 s) and nltk's BLEU for
     its ADGEN metric (mindformers/core/metric/metric.py; nltk's __init__ imports scipy.stats: 0.5 s), both with
     `from module import name`, and only calls them inside functions mindtune never runs. That was 1.25 s of the
     2.7 s a run spends importing mindspore and mindformers (`python -X importtime`).
