@@ -68,7 +68,6 @@ VARIANTS = {
     "l8_opthreads1": dict(layers=8, op_threads=1),
     "l8_dispatch1": dict(layers=8, dispatch_threads=1),
     "l8_full": dict(layers=8, method="none"),
-    "full": dict(method="none"),
     "no_reuse": dict(no_reuse=True),        # every layer compiled on its own (mindtune.engine.cell_reuse off)
     "l8_no_reuse": dict(layers=8, no_reuse=True),
     "full_no_reuse": dict(method="none", no_reuse=True),
